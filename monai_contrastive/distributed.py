@@ -1,0 +1,56 @@
+"""Gathering of contrastive-loss inputs across ranks.
+
+A contrastive loss on N ranks must see the embeddings of the N-times batch. ``torch.distributed.nn.functional``'s
+``all_gather`` is differentiable and sums the gradient of every rank's copy back to the rank that owns the slice.
+The losses here compute the *same global loss* on every rank, so each rank's local embeddings receive
+``world_size * dL/dz``; DistributedDataParallel then averages parameter gradients over ranks, which gives exactly
+``dL/dtheta`` of a single process that saw the whole batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["is_distributed", "all_gather_with_grad", "all_gather_no_grad", "gather_for_loss"]
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` ``(n, ...)`` of every rank along dim 0, keeping gradients to every rank's slice."""
+    if not is_distributed():
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor that needs no gradient (labels, ids, intensities) of every rank along dim 0."""
+    if not is_distributed():
+        return x
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)
+
+
+def gather_for_loss(
+    embeddings: torch.Tensor, *aux: torch.Tensor | None, local_ids: torch.Tensor | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Gather embeddings (with gradient) and auxiliary per-row tensors (without), all ``(n, ...)`` per rank.
+
+    ``local_ids`` are sample ids unique only within a rank (e.g. the index of a sample in its local batch); they are
+    made globally unique by offsetting with the rank, so views of one sample stay positives and samples of different
+    ranks never collide. Returns ``(embeddings, *aux, ids)`` (``ids`` is None when ``local_ids`` is None).
+    """
+    if not is_distributed():
+        return (embeddings, *aux, local_ids)
+    gathered = [all_gather_no_grad(a) if a is not None else None for a in aux]
+    ids = None
+    if local_ids is not None:
+        ids = local_ids.long() + (int(dist.get_rank()) << 32)
+        ids = all_gather_no_grad(ids)
+    return (all_gather_with_grad(embeddings), *gathered, ids)

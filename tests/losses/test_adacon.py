@@ -1,0 +1,208 @@
+"""AdaCon and baseline losses against plain loop implementations of the papers' formulas."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from monai_contrastive.losses import (
+    ECDF,
+    AdaptiveMarginContrastiveLoss,
+    AdaptiveTripletLoss,
+    MultiTaskRegressionLoss,
+    NPairLoss,
+    SupConLoss,
+)
+
+
+def _batch(n_samples=6, views=3, dim=16, seed=0, dup_label=True):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.rand(n_samples, generator=g, dtype=torch.float64)
+    if dup_label:
+        labels[1] = labels[0]  # two different samples with equal labels are positives too
+    ids = torch.arange(n_samples).repeat_interleave(views)
+    y = labels.repeat_interleave(views)
+    z = F.normalize(torch.randn(n_samples * views, dim, generator=g, dtype=torch.float64), dim=1)
+    ecdf = ECDF(torch.rand(50, generator=g, dtype=torch.float64).tolist() + labels.tolist())
+    return z, y, ids, ecdf(y).double()
+
+
+def loop_adacon(z, phi, ids, y, s, margin=True):
+    """Eq. 6 written literally: sum over anchors, mean over positives, margin (eq. 4) on negatives only."""
+    n = z.shape[0]
+    losses = []
+    for i in range(n):
+        P = [j for j in range(n) if j != i and (ids[j] == ids[i] or y[j] == y[i])]
+        if not P:
+            continue
+        den = 0.0
+        for a in range(n):
+            if a == i:
+                continue
+            cos = float(z[i] @ z[a])
+            d = 0.0 if (a in P or not margin) else 2.0 * abs(float(phi[i]) - float(phi[a]))
+            den += math.exp(s * (cos + d))
+        li = 0.0
+        for p in P:
+            li += -math.log(math.exp(s * float(z[i] @ z[p])) / den)
+        losses.append(li / len(P))
+    return sum(losses) / len(losses)
+
+
+@pytest.mark.parametrize("s", [1.0, 10.0, 150.0])
+def test_adacon_matches_loop(s):
+    z, y, ids, phi = _batch()
+    loss = AdaptiveMarginContrastiveLoss(scale=s)(z, phi, ids, y)
+    assert loss.item() == pytest.approx(loop_adacon(z, phi, ids, y, s), rel=1e-6)
+
+
+def test_margin_off_matches_loop_supcon_and_pml():
+    pml = pytest.importorskip("pytorch_metric_learning.losses")
+    z, y, ids, phi = _batch(dup_label=False)
+    ours = AdaptiveMarginContrastiveLoss(scale=10.0, margin=False)(z, phi, ids, y)
+    assert ours.item() == pytest.approx(loop_adacon(z, phi, ids, y, 10.0, margin=False), rel=1e-6)
+    sup = SupConLoss(temperature=0.1)(z, phi, ids, y)
+    assert sup.item() == pytest.approx(ours.item(), rel=1e-6)
+    # peer implementation: class labels = sample ids (each unique label a class)
+    peer = pml.SupConLoss(temperature=0.1)(z.float(), ids)
+    assert ours.item() == pytest.approx(peer.item(), rel=1e-4)
+
+
+def test_margin_makes_loss_larger_and_grows_with_label_distance():
+    z, y, ids, phi = _batch()
+    with_m = AdaptiveMarginContrastiveLoss(scale=10.0)(z, phi, ids, y)
+    without = AdaptiveMarginContrastiveLoss(scale=10.0, margin=False)(z, phi, ids, y)
+    assert with_m > without
+
+
+def test_gradient_matches_loop_autograd():
+    z, y, ids, phi = _batch(n_samples=4, views=2, dim=8)
+    z1 = z.clone().requires_grad_(True)
+    AdaptiveMarginContrastiveLoss(scale=5.0)(z1, phi, ids, y).backward()
+    # autograd through a loop version built from torch ops
+    z2 = z.clone().requires_grad_(True)
+    n = z2.shape[0]
+    terms = []
+    for i in range(n):
+        P = [j for j in range(n) if j != i and (ids[j] == ids[i] or y[j] == y[i])]
+        den = sum(
+            torch.exp(5.0 * (z2[i] @ z2[a] + (0.0 if a in P else 2 * abs(float(phi[i] - phi[a])))))
+            for a in range(n)
+            if a != i
+        )
+        terms.append(sum(-torch.log(torch.exp(5.0 * (z2[i] @ z2[p])) / den) for p in P) / len(P))
+    (sum(terms) / len(terms)).backward()
+    torch.testing.assert_close(z1.grad, z2.grad, rtol=1e-6, atol=1e-9)
+
+
+def test_anchor_without_positive_contributes_nothing_and_no_nan():
+    z = F.normalize(torch.randn(5, 8), dim=1).requires_grad_(True)
+    y = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.4])  # only the last two are positives of each other
+    phi = ECDF(y.tolist())(y)
+    loss_fn = AdaptiveMarginContrastiveLoss(scale=150.0, reduction="none")
+    per = loss_fn(z, phi, None, y)
+    assert torch.all(per[:3] == 0) and torch.all(per[3:] > 0)
+    # no positive at all: exactly 0, finite gradient
+    y2 = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    loss = AdaptiveMarginContrastiveLoss(scale=150.0)(z, ECDF(y2.tolist())(y2), None, y2)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(z.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_finite_at_s150_in_half_precision(dtype):
+    z, y, ids, phi = _batch(n_samples=16, views=4, dim=128)
+    zh = z.to(dtype).requires_grad_(True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.autocast(device_type=device, dtype=dtype, enabled=device == "cuda" or dtype == torch.bfloat16):
+        loss = AdaptiveMarginContrastiveLoss(scale=150.0)(zh.to(device), phi.to(device), ids.to(device), y.to(device))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(zh.grad).all()
+    ref = loop_adacon(z.to(dtype).double(), phi, ids, y, 150.0)
+    assert loss.item() == pytest.approx(ref, rel=1e-3)
+
+
+def test_tolerance_defines_positives():
+    z, y, ids, phi = _batch(dup_label=False)
+    loose = AdaptiveMarginContrastiveLoss(scale=10.0, tolerance=10.0, reduction="none")(z, phi, None, y)
+    # with a huge tolerance every pair is positive and no margin applies: SupCon over all-positive rows
+    assert torch.all(loose > 0)
+
+
+def loop_npair(z, ids, y, s):
+    n = z.shape[0]
+    out = []
+    for i in range(n):
+        P = [j for j in range(n) if j != i and (ids[j] == ids[i] or y[j] == y[i])]
+        Q = [j for j in range(n) if j != i and j not in P]
+        if not P:
+            continue
+        li = 0.0
+        for p in P:
+            li += math.log(1 + sum(math.exp(s * (float(z[i] @ z[q]) - float(z[i] @ z[p]))) for q in Q))
+        out.append(li / len(P))
+    return sum(out) / len(out)
+
+
+def test_npair_matches_loop():
+    z, y, ids, phi = _batch()
+    assert NPairLoss(scale=5.0)(z, phi, ids, y).item() == pytest.approx(loop_npair(z, ids, y, 5.0), rel=1e-6)
+
+
+def loop_triplet(z, phi, ids, y, k):
+    n = z.shape[0]
+    vals = []
+    for a in range(n):
+        for p in range(n):
+            if p == a or not (ids[p] == ids[a] or y[p] == y[a]):
+                continue
+            for q in range(n):
+                if q == a or ids[q] == ids[a] or y[q] == y[a]:
+                    continue
+                dap = float(((z[a] - z[p]) ** 2).sum())
+                daq = float(((z[a] - z[q]) ** 2).sum())
+                v = max(0.0, dap - daq + k * abs(float(phi[a] - phi[q])))
+                if v > 0:
+                    vals.append(v)
+    return sum(vals) / len(vals)
+
+
+def test_adaptive_triplet_matches_loop():
+    z, y, ids, phi = _batch()
+    ours = AdaptiveTripletLoss(margin_scale=4.0)(z, phi, ids, y)
+    assert ours.item() == pytest.approx(loop_triplet(z, phi, ids, y, 4.0), rel=1e-6)
+
+
+def test_multitask_eq8_and_two_stage_switches():
+    z, y, ids, phi = _batch()
+    ecdf = ECDF(y.tolist())
+    pred = torch.randn(z.shape[0], 1, dtype=torch.float64)
+    outputs = {"pred": pred, "embedding": z}
+    batch = {"label": y, "sample_id": ids, "view": torch.arange(3).repeat(6)}
+    con = AdaptiveMarginContrastiveLoss(scale=150.0)
+    total, terms = MultiTaskRegressionLoss("l1", con, ecdf, gamma_con=0.005)(outputs, batch)
+    expect = F.l1_loss(pred.reshape(-1).float(), y.float()) + 0.005 * con(z, ecdf(y), ids, y)
+    assert total.item() == pytest.approx(expect.item(), rel=1e-5)
+    assert set(terms) == {"loss_reg", "loss_con"}
+    t_reg, terms_reg = MultiTaskRegressionLoss("mse", con, ecdf, gamma_con=0.0)(outputs, batch)
+    assert set(terms_reg) == {"loss_reg"}
+    t_con, terms_con = MultiTaskRegressionLoss("l1", con, ecdf, gamma_reg=0.0)(outputs, batch)
+    assert set(terms_con) == {"loss_con"}
+    # "first": only view 0 supervises the regression head (authors' LVEF code)
+    _, tf = MultiTaskRegressionLoss("mse", None, None, regression_views="first")(outputs, batch)
+    keep = batch["view"] == 0
+    assert tf["loss_reg"].item() == pytest.approx(F.mse_loss(pred.reshape(-1)[keep].float(), y[keep].float()).item())
+    with pytest.raises(ValueError, match="ECDF"):
+        MultiTaskRegressionLoss("l1", con, None)
+    with pytest.raises(KeyError, match="label"):
+        MultiTaskRegressionLoss("l1", None, None)(outputs, {"x": y})
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match="embeddings must be"):
+        AdaptiveMarginContrastiveLoss()(torch.randn(4), torch.rand(4))
+    with pytest.raises(ValueError, match="does not match"):
+        AdaptiveMarginContrastiveLoss()(torch.randn(4, 3), torch.rand(5))
