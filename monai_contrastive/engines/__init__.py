@@ -1,0 +1,14 @@
+from .cross_validation import CrossValidationEvaluation, write_metrics_table
+from .inferers import SelectOutputInferer
+from .reporting import report_validation
+from .trainer import MultiViewTrainer, flatten_views, loss_terms_output
+
+__all__ = [
+    "CrossValidationEvaluation",
+    "MultiViewTrainer",
+    "SelectOutputInferer",
+    "flatten_views",
+    "loss_terms_output",
+    "report_validation",
+    "write_metrics_table",
+]
