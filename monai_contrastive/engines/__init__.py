@@ -1,6 +1,6 @@
 from .cross_validation import CrossValidationEvaluation, write_metrics_table
 from .inferers import SelectOutputInferer
-from .reporting import report_validation
+from .reporting import report_predictions, report_validation
 from .trainer import MultiViewTrainer, flatten_views, loss_terms_output
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "SelectOutputInferer",
     "flatten_views",
     "loss_terms_output",
+    "report_predictions",
     "report_validation",
     "write_metrics_table",
 ]

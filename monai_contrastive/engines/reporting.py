@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-__all__ = ["report_validation"]
+__all__ = ["report_predictions", "report_validation"]
 
 
 def report_validation(evaluator, best_saver=None, output_file: str | None = None) -> dict:
@@ -27,3 +27,42 @@ def report_validation(evaluator, best_saver=None, output_file: str | None = None
         with open(output_file, "w") as f:
             json.dump(result, f, indent=2)
     return result
+
+
+def report_predictions(csv_path: str, items, label_key: str = "label", output_file: str | None = None) -> dict:
+    """Match a predictions CSV (``filename, pred`` rows, as MONAI's ``ClassificationSaver`` writes) to the items.
+
+    When every item has a numeric label, print MAE / RMSE / R² of the predictions (external-test protocol of
+    AdaCon Table VI) and save them as JSON next to the CSV. Returns the metrics (empty without labels).
+    """
+    import csv
+
+    from monai_contrastive.handlers.metrics import regression_metrics
+
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(f"predictions file {csv_path!r} was not written.")
+    preds = {}
+    with open(csv_path, newline="") as f:
+        for row in csv.reader(f):
+            if len(row) >= 2 and row[0] != "filename":
+                preds[os.path.abspath(row[0])] = float(row[1])
+    pairs = []
+    for i, item in enumerate(items):
+        path = os.path.abspath(str(item["image"]))
+        if path not in preds:
+            raise KeyError(f"item {i} ({path}) has no prediction in {csv_path}.")
+        label = item.get(label_key)
+        try:
+            pairs.append((preds[path], float(label)))
+        except (TypeError, ValueError):
+            pairs = []
+            break
+    print(f"{len(preds)} predictions written to {csv_path}", flush=True)
+    if not pairs:
+        return {}
+    m = regression_metrics([p for p, _ in pairs], [t for _, t in pairs])
+    m["n"] = len(pairs)
+    print("Test set (fold-model ensemble): " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if k != "n"), flush=True)
+    with open(output_file or os.path.splitext(csv_path)[0] + "_metrics.json", "w") as f:
+        json.dump(m, f, indent=2)
+    return m

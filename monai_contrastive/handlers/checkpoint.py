@@ -52,6 +52,8 @@ class ResumableCheckpoint:
         filename: checkpoint file name.
         save_interval: epochs between saves.
         resume: load the checkpoint at start when it exists.
+        engine_key: the engine this handler is attached to is saved under this key (its epoch and iteration), so
+            a config need not reference the trainer from inside the trainer's own handlers; None to leave it out.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class ResumableCheckpoint:
         save_interval: int = 1,
         resume: bool = True,
         map_location: str | torch.device = "cpu",
+        engine_key: str | None = "trainer",
     ) -> None:
         if not save_dict:
             raise ValueError("ResumableCheckpoint: save_dict is empty.")
@@ -71,8 +74,11 @@ class ResumableCheckpoint:
         self.save_interval = max(1, int(save_interval))
         self.resume = resume
         self.map_location = map_location
+        self.engine_key = engine_key
 
     def attach(self, engine: Engine) -> None:
+        if self.engine_key and self.engine_key not in self.save_dict:
+            self.save_dict[self.engine_key] = engine
         if self.resume:
             engine.add_event_handler(Events.STARTED, self.load)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self.save)

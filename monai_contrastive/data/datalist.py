@@ -1,0 +1,266 @@
+"""Datalists for image regression: loading with validation, patient-grouped cross-validation folds, and resolving
+a bundle's ``dataset_dir`` to a datalist (the embedded demo data when none is given)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import numbers
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any, Callable
+
+import numpy as np
+from monai.data import load_decathlon_datalist
+
+__all__ = ["load_regression_datalist", "patient_grouped_folds", "select_fold", "resolve_datalist"]
+
+_SPLITS = ("train", "val")
+
+
+def load_regression_datalist(
+    datalist: str,
+    key: str = "training",
+    base_dir: str | None = None,
+    label_key: str | None = "label",
+    check_files: bool = True,
+) -> list[dict]:
+    """Load and validate one list of a Decathlon-style datalist whose labels are numbers.
+
+    Paths are resolved by ``monai.data.load_decathlon_datalist`` (relative to ``base_dir``, by default the JSON's
+    folder). Every item must have an ``"image"`` (a path or a list of paths) and a finite numeric label under
+    ``label_key``; extra keys (``"patient"``, ...) are kept. Numeric strings such as ``"0.71"`` are accepted.
+
+    Args:
+        datalist: path of the datalist JSON file.
+        key: which list to load (``"training"``, ``"validation"``, ``"testing"``, ...).
+        base_dir: folder the relative paths are resolved against; default: the folder of ``datalist``.
+        label_key: key of the regression label; ``None`` for a list without labels (e.g. inference).
+        check_files: check that every image file exists.
+
+    Returns:
+        The items, each a new dict with absolute-or-resolved image paths and ``item[label_key]`` as a ``float``.
+
+    Raises:
+        FileNotFoundError: the datalist file, or an item's image file (named with its index), does not exist.
+        ValueError: the file is not valid JSON, ``key`` is missing, not a list or empty, an item is not a dict, or
+            a label is not a finite number (the message names the index, the image and the value).
+        KeyError: an item lacks ``"image"`` or ``label_key`` (the message names the index and the key).
+    """
+    path = os.path.expanduser(os.fspath(datalist))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Datalist file not found: '{path}'.")
+    try:
+        with open(path) as f:
+            content = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"Datalist '{path}' is not valid JSON: {e}.") from e
+    if not isinstance(content, dict) or key not in content:
+        available = sorted(k for k, v in content.items() if isinstance(v, list)) if isinstance(content, dict) else []
+        raise ValueError(f"Datalist '{path}' has no list '{key}' (lists found: {available}).")
+    entries = content[key]
+    if not isinstance(entries, list) or len(entries) == 0:
+        raise ValueError(f"Datalist '{path}': '{key}' must be a non-empty list of items, got {entries!r:.80}.")
+    for index, entry in enumerate(entries):
+        if isinstance(entry, dict):
+            if "image" not in entry:
+                raise KeyError(f"Datalist '{path}', '{key}' item {index} has no 'image' key: {entry!r:.200}.")
+            if label_key is not None and label_key not in entry:
+                raise KeyError(f"Datalist '{path}', '{key}' item {index} has no '{label_key}' key: {entry!r:.200}.")
+        elif not (label_key is None and isinstance(entry, str)):
+            # a bare path is only meaningful for an unlabelled list (Decathlon "test" style)
+            raise ValueError(f"Datalist '{path}', '{key}' item {index} must be a dict, got {entry!r:.200}.")
+
+    if all(isinstance(e, dict) for e in entries):
+        items = load_decathlon_datalist(path, is_segmentation=False, data_list_key=key, base_dir=base_dir)
+    else:
+        # load_decathlon_datalist wraps bare paths only for the key "test"; do it for any key
+        root = os.path.dirname(path) if base_dir is None else os.fspath(base_dir)
+        items = [dict(e) if isinstance(e, dict) else {"image": e} for e in entries]
+        for item in items:
+            image = item["image"]
+            item["image"] = (
+                [os.path.normpath(os.path.join(root, i)) for i in image]
+                if isinstance(image, list)
+                else os.path.normpath(os.path.join(root, image))
+            )
+
+    for index, item in enumerate(items):
+        if check_files:
+            images = item["image"] if isinstance(item["image"], list) else [item["image"]]
+            for image in images:
+                if not isinstance(image, (str, os.PathLike)) or not os.path.isfile(image):
+                    raise FileNotFoundError(
+                        f"Datalist '{path}', '{key}' item {index}: image file not found: {image!r}."
+                    )
+        if label_key is not None:
+            item[label_key] = _to_finite_float(item[label_key], f"Datalist '{path}', '{key}' item {index}", item)
+    return items
+
+
+def _to_finite_float(value: Any, where: str, item: dict) -> float:
+    number: float | None = None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    elif isinstance(value, (list, tuple)) and len(value) == 1:
+        return _to_finite_float(value[0], where, item)
+    if number is None or not math.isfinite(number):
+        raise ValueError(f"{where} (image {item.get('image')!r}): label must be a finite number, got {value!r}.")
+    return number
+
+
+def patient_grouped_folds(
+    items: Sequence[dict], num_folds: int = 4, group_key: str = "patient", seed: int = 0
+) -> list[int]:
+    """Assign items to cross-validation folds so that all items of a group (patient) share one fold.
+
+    Groups are shuffled with ``numpy.random.default_rng(seed)``, ordered by size (largest first, ties in the
+    shuffled order), and each is given to the fold with the fewest items so far (lowest fold index on ties):
+    fold sizes differ by at most the size of the largest group. The result depends only on the items' group
+    values, their order, ``num_folds`` and ``seed``.
+
+    Args:
+        items: datalist items.
+        num_folds: number of folds (at least 2).
+        group_key: item key holding the group id; an item without it is a group of its own (with a warning).
+        seed: seed of the shuffle.
+
+    Returns:
+        The fold index, in ``[0, num_folds)``, of every item, in the order of ``items``.
+
+    Raises:
+        ValueError: ``items`` is empty, ``num_folds < 2``, or there are fewer groups than folds.
+    """
+    if isinstance(num_folds, bool) or int(num_folds) != num_folds or num_folds < 2:
+        raise ValueError(f"num_folds must be an integer >= 2, got {num_folds!r}.")
+    num_folds = int(num_folds)
+    if len(items) == 0:
+        raise ValueError("Cannot split an empty list of items into folds.")
+    group_of: list[Any] = []
+    missing = []
+    for index, item in enumerate(items):
+        if group_key in item:
+            value = item[group_key]
+            group_of.append(("group", value if _hashable(value) else repr(value)))
+        else:
+            missing.append(index)
+            group_of.append(("item", index))
+    if missing:
+        warnings.warn(
+            f"{len(missing)} of {len(items)} items have no '{group_key}' key (first: item {missing[0]}); each is "
+            "treated as a group of its own, so films of one patient may land in different folds.",
+            stacklevel=2,
+        )
+    groups = list(dict.fromkeys(group_of))  # first-appearance order
+    if len(groups) < num_folds:
+        raise ValueError(
+            f"Cannot split {len(groups)} '{group_key}' groups into {num_folds} folds; need at least one per fold."
+        )
+    sizes: dict[Any, int] = {}
+    for g in group_of:
+        sizes[g] = sizes.get(g, 0) + 1
+    order = np.random.default_rng(seed).permutation(len(groups))
+    shuffled = sorted((groups[i] for i in order), key=lambda g: -sizes[g])  # stable: ties keep the shuffle
+    fold_sizes = [0] * num_folds
+    fold_of: dict[Any, int] = {}
+    for g in shuffled:
+        fold = min(range(num_folds), key=lambda f: fold_sizes[f])
+        fold_of[g] = fold
+        fold_sizes[fold] += sizes[g]
+    return [fold_of[g] for g in group_of]
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def select_fold(
+    items: Sequence[dict],
+    fold: int,
+    split: str = "train",
+    num_folds: int = 4,
+    group_key: str = "patient",
+    seed: int = 0,
+) -> list[dict]:
+    """Return the training or validation part of one patient-grouped cross-validation fold.
+
+    Args:
+        items: datalist items.
+        fold: which fold is the validation fold, in ``[0, num_folds)``.
+        split: ``"train"`` for the items outside fold ``fold``, ``"val"`` for the items in it.
+        num_folds: number of folds.
+        group_key: see :py:func:`patient_grouped_folds`.
+        seed: see :py:func:`patient_grouped_folds`.
+
+    Returns:
+        The selected items, in their original order.
+
+    Raises:
+        ValueError: ``split`` is not ``"train"`` or ``"val"``, ``fold`` is out of range, or the folds cannot be
+            made (see :py:func:`patient_grouped_folds`).
+    """
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}.")
+    if isinstance(fold, bool) or not isinstance(fold, numbers.Integral) or not 0 <= fold < num_folds:
+        raise ValueError(f"fold must be an integer in [0, {num_folds}), got {fold!r}.")
+    folds = patient_grouped_folds(items, num_folds=num_folds, group_key=group_key, seed=seed)
+    in_fold = split == "val"
+    return [item for item, f in zip(items, folds) if (f == fold) == in_fold]
+
+
+def resolve_datalist(
+    dataset_dir: str | None, demo: str, demo_dir: str, datalist_name: str = "dataset.json", **demo_kwargs: Any
+) -> str:
+    """Return the datalist a bundle should read: the user's, or the embedded demo dataset's when none is given.
+
+    Args:
+        dataset_dir: ``None``, ``""`` or ``"None"`` (as a config or CLI override may spell it) to use the demo
+            data; the path of a ``.json`` datalist; or a folder holding ``datalist_name``.
+        demo: name of the demo dataset in ``monai_contrastive.data.DEMO_GENERATORS`` (e.g. ``"bmd_xray"``).
+        demo_dir: cache folder the demo dataset is generated into.
+        datalist_name: datalist file name looked up inside a ``dataset_dir`` folder.
+        demo_kwargs: passed to the demo generator (``num_patients``, ``seed``, ...).
+
+    Returns:
+        The path of the datalist JSON.
+
+    Raises:
+        ValueError: ``demo`` is not a registered demo dataset.
+        FileNotFoundError: the given ``.json`` file, or ``datalist_name`` inside ``dataset_dir``, does not exist.
+    """
+    if dataset_dir is None or str(dataset_dir).strip() in ("", "None"):
+        return _demo_generator(demo)(os.path.expanduser(os.fspath(demo_dir)), **demo_kwargs)
+    dataset_dir = os.path.expanduser(os.fspath(dataset_dir))
+    if dataset_dir.lower().endswith(".json"):
+        if not os.path.isfile(dataset_dir):
+            raise FileNotFoundError(f"Datalist file not found: '{dataset_dir}'.")
+        return dataset_dir
+    path = os.path.join(dataset_dir, datalist_name)
+    if not os.path.isfile(path):
+        what = "folder does not exist" if not os.path.isdir(dataset_dir) else f"folder has no '{datalist_name}'"
+        raise FileNotFoundError(
+            f"Expected a datalist at '{path}' but the {what}. Set dataset_dir to a folder holding '{datalist_name}', "
+            f"to a .json datalist, or leave it empty to use the '{demo}' demo data."
+        )
+    return path
+
+
+def _demo_generator(demo: str) -> Callable[..., str]:
+    from monai_contrastive.data import DEMO_GENERATORS  # the registry lives in the package __init__
+
+    if demo not in DEMO_GENERATORS:
+        raise ValueError(f"Unknown demo dataset '{demo}'; available: {sorted(DEMO_GENERATORS)}.")
+    module_name, _, function_name = DEMO_GENERATORS[demo].rpartition(".")
+    # imported on use: a generator may need packages the other demos do not
+    return getattr(importlib.import_module(module_name), function_name)
