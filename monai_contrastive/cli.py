@@ -1,11 +1,11 @@
 """The ``monai-contrastive`` command (python-fire).
 
-    monai-contrastive list
-    monai-contrastive demo adacon_bmd_xray            # train on the embedded synthetic demo data
-    monai-contrastive train adacon_bmd_xray --dataset_dir /data/bmd --fold 2
-    monai-contrastive evaluate adacon_bmd_xray        # per-fold and averaged MAE / RMSE / R²
-    monai-contrastive infer adacon_bmd_xray           # fold ensemble -> eval/predictions.csv
-    monai-contrastive figure adacon_bmd_xray          # feature spread / similarity vs label distance (AdaCon Fig. 3)
+monai-contrastive list
+monai-contrastive demo adacon_bmd_xray            # train on the embedded synthetic demo data
+monai-contrastive train adacon_bmd_xray --dataset_dir /data/bmd --fold 2
+monai-contrastive evaluate adacon_bmd_xray        # per-fold and averaged MAE / RMSE / R²
+monai-contrastive infer adacon_bmd_xray           # fold ensemble -> eval/predictions.csv
+monai-contrastive figure adacon_bmd_xray          # feature spread / similarity vs label distance (AdaCon Fig. 3)
 """
 
 from __future__ import annotations
@@ -83,8 +83,17 @@ class CLI:
         """Evaluate the trained fold models on their held-out folds (train.json + evaluate.json)."""
         run_bundle(name, ["train.json"] + (["demo.json"] if demo else []) + ["evaluate.json"], **overrides)
 
-    def infer(self, name: str, **overrides) -> None:
-        """Run inference.json (fold ensemble; predictions CSV in the bundle's eval/ folder)."""
+    def infer(self, name: str, demo: bool = False, **overrides) -> None:
+        """Run inference.json (fold ensemble; predictions CSV in the bundle's eval/ folder).
+
+        ``--demo`` takes the image size of the demo override, for models trained with ``demo``.
+        """
+        if demo:
+            with open(os.path.join(bundle_path(name), "configs", "demo.json")) as f:
+                demo_cfg = json.load(f)
+            for key in ("image_size", "demo_kwargs"):
+                if key in demo_cfg:
+                    overrides.setdefault(key, demo_cfg[key])
         run_bundle(name, ["inference.json"], **overrides)
 
     def figure(self, name: str = "adacon_bmd_xray", fold: int = 0, out: str | None = None, **overrides) -> str:

@@ -1,11 +1,14 @@
 from .checkpoint import BestModelSaver, ResumableCheckpoint, atomic_save
 from .metrics import RegressionMetric, RegressionMetricHandler, regression_metrics
+from .precise_bn import PreciseBatchNorm, update_bn_stats
 
 __all__ = [
     "BestModelSaver",
+    "PreciseBatchNorm",
     "RegressionMetric",
     "RegressionMetricHandler",
     "ResumableCheckpoint",
     "atomic_save",
     "regression_metrics",
+    "update_bn_stats",
 ]

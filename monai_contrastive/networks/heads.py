@@ -76,7 +76,13 @@ class RegressionContrastiveNet(nn.Module):
         proj_dim: embedding size (128 in the paper).
         fc_name: dotted name of the backbone's classifier to remove ("_fc" for EfficientNetBN, "fc" for ResNets);
             None when the backbone already returns features.
-        reg_bias_init: initial bias of the regression head (the training mean label; 55.6 for EchoNet EF).
+        reg_bias_init: initial bias of the regression head, in label units (the authors' LVEF code sets it to the
+            training mean EF, 55.6); ignored when ``target_mean`` is given.
+        target_mean: mean of the training labels; with ``target_std`` the head predicts standardised labels and
+            ``pred = target_std * head(features) + target_mean``. Both are buffers saved in the state dict. Without
+            it one SGD step at lr 1e-2 moves an unscaled output by about ``lr * ||features||^2``, far more than the
+            spread of BMD labels (sd 0.13 g/cm^2), and training from scratch diverges.
+        target_std: standard deviation of the training labels (see ``target_mean``).
         pretrained_path: local file with backbone weights (never downloaded); see :func:`load_backbone_weights`.
         pretrained_key: entry of that file holding the state dict.
         pretrained_prefix: key prefix to strip from that state dict.
@@ -92,6 +98,8 @@ class RegressionContrastiveNet(nn.Module):
         proj_dim: int = 128,
         fc_name: str | None = "_fc",
         reg_bias_init: float | Sequence[float] | None = None,
+        target_mean: float | None = None,
+        target_std: float | None = None,
         pretrained_path: str | None = None,
         pretrained_key: str | None = None,
         pretrained_prefix: str = "",
@@ -109,7 +117,11 @@ class RegressionContrastiveNet(nn.Module):
         load_backbone_weights(backbone, pretrained_path, pretrained_key, pretrained_prefix)
         self.backbone = backbone
         self.regressor = nn.Linear(feature_dim, out_channels)
-        if reg_bias_init is not None:
+        self.register_buffer("target_mean", torch.tensor(float(target_mean) if target_mean is not None else 0.0))
+        self.register_buffer("target_std", torch.tensor(float(target_std) if target_std else 1.0))
+        if target_mean is not None:
+            nn.init.zeros_(self.regressor.bias)
+        elif reg_bias_init is not None:
             with torch.no_grad():
                 self.regressor.bias.copy_(torch.as_tensor(reg_bias_init, dtype=torch.float32).expand(out_channels))
         self.projection = ProjectionHead(feature_dim, proj_hidden, proj_dim)
@@ -124,11 +136,12 @@ class RegressionContrastiveNet(nn.Module):
         if self.output_key == "features":
             return features
         if self.output_key == "pred":
-            return self.regressor(features)
+            return self.regressor(features) * self.target_std + self.target_mean
         embedding = self.projection(features)
         if self.output_key == "embedding":
             return embedding
-        return {"pred": self.regressor(features), "embedding": embedding, "features": features}
+        pred = self.regressor(features) * self.target_std + self.target_mean
+        return {"pred": pred, "embedding": embedding, "features": features}
 
 
 class FoldEnsemble(nn.Module):
