@@ -47,7 +47,9 @@ def _worker(rank, world, init_file, out_dir, name):
     sl = slice(rank * per, (rank + 1) * per)
     loss = _step(model, _loss(name), x[sl], y[sl], ecdf, torch.arange(per))
     loss.backward()
-    torch.save({"loss": loss.detach(), "grads": [p.grad for p in model.parameters()]}, os.path.join(out_dir, f"{rank}.pt"))
+    torch.save(
+        {"loss": loss.detach(), "grads": [p.grad for p in model.parameters()]}, os.path.join(out_dir, f"{rank}.pt")
+    )
     dist.destroy_process_group()
 
 

@@ -192,7 +192,9 @@ class NPairLoss(_Loss):
             embeddings, ecdf, labels, ids = gather_for_loss(embeddings, ecdf, labels, local_ids=ids)
         with _fp32():
             z = _upcast(embeddings)
-            pos, eye = positive_mask(labels.to(z.dtype) if labels is not None else ecdf.to(z.dtype), ids, self.tolerance)
+            pos, eye = positive_mask(
+                labels.to(z.dtype) if labels is not None else ecdf.to(z.dtype), ids, self.tolerance
+            )
             neg = ~pos & ~eye
             s_cos = self.scale * (z @ z.t())
             lse_neg = torch.logsumexp(s_cos.masked_fill(~neg, float("-inf")), dim=1)

@@ -63,5 +63,3 @@ class RandMultiViewd(Randomizable, MapTransform):
 
 
 RandMultiViewD = RandMultiViewDict = RandMultiViewd
-
-

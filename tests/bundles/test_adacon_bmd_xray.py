@@ -85,8 +85,14 @@ def test_train_resume_evaluate_infer(bundle, capsys):
     assert cv["folds"]["fold 0"]["n"] == len(val_items)
     wf.finalize()
 
-    wf = _workflow(bundle, ["inference.json"], workflow_type="infer", image_size=[32, 32], folds=[0],
-                   demo_kwargs=TINY["demo_kwargs"])
+    wf = _workflow(
+        bundle,
+        ["inference.json"],
+        workflow_type="infer",
+        image_size=[32, 32],
+        folds=[0],
+        demo_kwargs=TINY["demo_kwargs"],
+    )
     wf.run()
     with open(os.path.join(bundle, "eval", "predictions.csv")) as f:
         rows = [r for r in f.read().splitlines() if r]

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from ignite.engine import Events
 import torch
+from ignite.engine import Events
 from monai.data import DataLoader, Dataset
 from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 

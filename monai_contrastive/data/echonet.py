@@ -1,0 +1,492 @@
+# Copyright (c) MONAI Consortium and monai-contrastive contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Readers for echocardiogram video datasets in the EchoNet-Dynamic layout, a decoded-video cache and the
+per-channel normalisation statistics used by EchoNet / AdaCon (LVEF regression).
+
+EchoNet-Dynamic (Ouyang et al., Nature 2020) is published as ``<root>/FileList.csv`` with the columns
+``FileName, EF, ESV, EDV, FrameHeight, FrameWidth, FPS, NumberOfFrames, Split`` and ``<root>/Videos/<FileName>.avi``
+(112x112 colour AVIs). In the release ``FileName`` has no ``.avi`` extension; both spellings are accepted here.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from monai.data import load_decathlon_datalist
+from monai.utils import optional_import
+
+cv2, _ = optional_import("cv2")
+tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+
+__all__ = [
+    "ECHONET_COLUMNS",
+    "ECHONET_SPLITS",
+    "load_echonet_filelist",
+    "load_video_datalist",
+    "read_video",
+    "VideoCache",
+    "fit_video_normalization",
+    "save_normalization",
+    "load_normalization",
+]
+
+ECHONET_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split")
+ECHONET_SPLITS = ("TRAIN", "VAL", "TEST")
+
+# bump when the cached array layout changes so that stale cache entries are never reused
+_CACHE_VERSION = "v1"
+
+
+def _video_path(root: str, filename: str) -> str:
+    """``Videos/<FileName>.avi``; FileName may or may not already carry the extension."""
+    name = filename if filename.lower().endswith(".avi") else f"{filename}.avi"
+    return os.path.abspath(os.path.join(root, "Videos", name))
+
+
+def _parse_label(value: Any, where: str, field: str = "EF") -> float:
+    """A finite float, or a ``ValueError`` naming ``where``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(f"{where}: {field} is missing.")
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: {field} must be a number, got {value!r}.")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {field} must be a number, got {value!r}.") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{where}: {field} must be finite, got {value!r}.")
+    return out
+
+
+def _parse_optional(value: str | None, where: str, field: str, integer: bool = False) -> float | int:
+    """Optional numeric column: empty -> NaN (collatable, unlike ``None``); garbage -> ``ValueError``."""
+    if value is None or not value.strip():
+        return float("nan")
+    try:
+        out = float(value)
+    except ValueError:
+        raise ValueError(f"{where}: {field} must be a number, got {value!r}.") from None
+    if integer and math.isfinite(out):
+        return int(round(out))
+    return out
+
+
+def _normalize_splits(split: str | Sequence[str]) -> set[str] | None:
+    """Upper-cased set of requested splits; ``None`` means every split (``"ALL"``)."""
+    splits = [split] if isinstance(split, str) else list(split)
+    if not splits:
+        raise ValueError("split must name at least one split, e.g. 'TRAIN' or ['TRAIN', 'VAL'].")
+    upper = {str(s).strip().upper() for s in splits}
+    return None if "ALL" in upper else upper
+
+
+def _raise_missing_files(missing: list[str], source: str) -> None:
+    if missing:
+        shown = "\n  ".join(missing[:5])
+        more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise FileNotFoundError(f"{len(missing)} video file(s) listed in {source} do not exist:\n  {shown}{more}")
+
+
+def load_echonet_filelist(root: str, split: str | Sequence[str] = "TRAIN", check_files: bool = True) -> list[dict]:
+    """
+    Read an EchoNet-Dynamic ``FileList.csv`` into a MONAI datalist.
+
+    Args:
+        root: the EchoNet-Dynamic folder holding ``FileList.csv`` and ``Videos/``.
+        split: ``"TRAIN"``, ``"VAL"``, ``"TEST"`` (case-insensitive), a sequence of them, or ``"ALL"``.
+        check_files: check that every selected ``Videos/<FileName>.avi`` exists.
+
+    Returns:
+        one dict per selected row, in file order::
+
+            {"image": "/abs/root/Videos/0X1A...avi", "label": 61.2 (EF, %), "filename": "0X1A...",
+             "split": "TRAIN", "esv": 29.1, "edv": 75.0, "fps": 50.0, "num_frames": 201}
+
+        ``esv``, ``edv``, ``fps`` and ``num_frames`` are NaN where the CSV leaves them empty.
+
+    Raises:
+        FileNotFoundError: ``FileList.csv`` or (with ``check_files``) a listed video is missing.
+        ValueError: a required column is missing, an EF value is missing / non-numeric / NaN (the message names
+            the CSV line and FileName), or no row belongs to the requested split.
+    """
+    root = os.path.abspath(os.path.expanduser(str(root)))
+    csv_path = os.path.join(root, "FileList.csv")
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(f"EchoNet-Dynamic FileList.csv not found: {csv_path}")
+    wanted = _normalize_splits(split)
+
+    items: list[dict] = []
+    seen_splits: set[str] = set()
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing_cols = [c for c in ECHONET_COLUMNS if c not in header]
+        if missing_cols:
+            raise ValueError(f"{csv_path}: missing column(s) {missing_cols}; found {header}.")
+        reader.fieldnames = header
+        for row in reader:
+            lineno = reader.line_num
+            filename = (row.get("FileName") or "").strip()
+            where = f"{csv_path} line {lineno} (FileName={filename!r})"
+            if not filename:
+                raise ValueError(f"{where}: FileName is empty.")
+            row_split = (row.get("Split") or "").strip().upper()
+            seen_splits.add(row_split)
+            if wanted is not None and row_split not in wanted:
+                continue
+            items.append(
+                {
+                    "image": _video_path(root, filename),
+                    "label": _parse_label(row.get("EF"), where),
+                    "filename": filename,
+                    "split": row_split,
+                    "esv": _parse_optional(row.get("ESV"), where, "ESV"),
+                    "edv": _parse_optional(row.get("EDV"), where, "EDV"),
+                    "fps": _parse_optional(row.get("FPS"), where, "FPS"),
+                    "num_frames": _parse_optional(row.get("NumberOfFrames"), where, "NumberOfFrames", integer=True),
+                }
+            )
+    if not items:
+        raise ValueError(
+            f"{csv_path}: no rows with Split in {sorted(wanted) if wanted else 'ALL'}; "
+            f"splits present: {sorted(seen_splits)}."
+        )
+    if check_files:
+        _raise_missing_files([it["image"] for it in items if not os.path.isfile(it["image"])], csv_path)
+    return items
+
+
+def load_video_datalist(
+    datalist: str, key: str = "training", base_dir: str | None = None, check_files: bool = True
+) -> list[dict]:
+    """
+    Read a Decathlon-style JSON datalist of videos with a numeric label (EF) for sources other than EchoNet.
+
+    The file looks like ``{"training": [{"image": "videos/a.avi", "label": 55.0, "quality": 1}, ...],
+    "validation": [...]}``; relative ``image`` paths are resolved against ``base_dir`` (default: the JSON's folder)
+    by :py:func:`monai.data.load_decathlon_datalist`. Extra keys (e.g. ``quality``) are kept.
+
+    Args:
+        datalist: path of the JSON file.
+        key: which list to read (``"training"``, ``"validation"``, ``"testing"``, ...).
+        base_dir: folder that relative paths are relative to.
+        check_files: check that every video exists.
+
+    Returns:
+        the items with ``label`` as a float and ``filename`` (the video's base name) added when absent.
+
+    Raises:
+        FileNotFoundError: the datalist or (with ``check_files``) a video is missing.
+        KeyError: ``key`` is not in the datalist.
+        ValueError: the list is empty, an item has no ``image``, or its ``label`` is missing / non-numeric / NaN
+            (the message names the datalist, the key and the item index).
+    """
+    datalist = os.path.abspath(os.path.expanduser(str(datalist)))
+    if not os.path.isfile(datalist):
+        raise FileNotFoundError(f"video datalist not found: {datalist}")
+    with open(datalist) as f:
+        content = json.load(f)
+    if not isinstance(content, dict) or key not in content:
+        found = sorted(content) if isinstance(content, dict) else type(content).__name__
+        raise KeyError(f"{datalist}: no list under key {key!r}; found {found}.")
+    if not content[key]:
+        raise ValueError(f"{datalist}: the list under key {key!r} is empty.")
+    items = load_decathlon_datalist(datalist, is_segmentation=False, data_list_key=key, base_dir=base_dir)
+    out = []
+    for i, item in enumerate(items):
+        where = f"{datalist} [{key!r}][{i}]"
+        image = item.get("image")
+        if not isinstance(image, str) or not image:
+            raise ValueError(f"{where}: 'image' must be a video path, got {image!r}.")
+        where = f"{where} ({image})"
+        item = dict(item)
+        item["image"] = os.path.abspath(image)
+        item["label"] = _parse_label(item.get("label"), where, field="label")
+        item.setdefault("filename", os.path.splitext(os.path.basename(image))[0])
+        out.append(item)
+    if check_files:
+        _raise_missing_files([it["image"] for it in out if not os.path.isfile(it["image"])], f"{datalist} [{key!r}]")
+    return out
+
+
+def read_video(path: str) -> np.ndarray:
+    """
+    Decode a whole video with OpenCV, the way the EchoNet-Dynamic code does (``echonet.utils.loadvideo``).
+
+    Args:
+        path: video file (any container/codec the installed OpenCV/FFmpeg reads; EchoNet uses AVI).
+
+    Returns:
+        uint8 array of shape (C=3, T, H, W), RGB channel order.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file cannot be opened, holds no decodable frame, or its frames change size.
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"video file not found: {path}")
+    cap = cv2.VideoCapture(path)
+    frames: list[np.ndarray] = []
+    try:
+        if not cap.isOpened():
+            raise ValueError(f"cannot open video {path}: corrupt file or unsupported codec.")
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if frame.ndim == 2:
+                frame = np.repeat(frame[..., None], 3, axis=-1)
+            if frames and frame.shape != frames[0].shape:
+                raise ValueError(
+                    f"video {path}: frame {len(frames)} has shape {frame.shape}, frame 0 has {frames[0].shape}."
+                )
+            frames.append(frame)
+    finally:
+        cap.release()
+    if not frames:
+        raise ValueError(f"video {path} has no decodable frames (corrupt or empty file).")
+    video = np.stack(frames)  # (T, H, W, 3) BGR
+    # BGR -> RGB and channel first; one contiguous copy
+    return np.ascontiguousarray(video[..., ::-1].transpose(3, 0, 1, 2))
+
+
+class VideoCache:
+    """
+    Decode each video once and serve it afterwards as a memory-mapped uint8 ``.npy`` array.
+
+    Decoding an AVI costs far more than sampling a 32-frame clip from it, so training reads the decoded array from
+    ``<cache_dir>/<key>.npy`` instead, where ``key`` is a SHA-1 of the video's absolute path, size and modification
+    time (an edited or replaced video gets a new entry). Entries are written to a temporary file in ``cache_dir``
+    and moved into place with ``os.replace``, so DataLoader workers decoding the same video concurrently, and runs
+    killed mid-write, never leave a truncated entry behind; an unreadable entry is decoded again.
+
+    Args:
+        cache_dir: folder for the cache (created if needed). Stale entries are not deleted automatically.
+
+    Example::
+
+        cache = VideoCache("/data/echonet_cache")
+        cache.prepare(load_echonet_filelist("/data/EchoNet-Dynamic", "ALL"), num_workers=4)
+        video = cache.get("/data/EchoNet-Dynamic/Videos/0X1A05DFFFCAFB253B.avi")  # (3, T, 112, 112) uint8
+    """
+
+    def __init__(self, cache_dir: str) -> None:
+        self.cache_dir = os.path.abspath(os.path.expanduser(str(cache_dir)))
+        os.makedirs(self.cache_dir, exist_ok=True)
+
+    def cache_path(self, path: str) -> str:
+        """The ``.npy`` file that holds (or will hold) the decoded ``path``."""
+        path = os.path.abspath(str(path))
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"video file not found: {path}") from None
+        key = hashlib.sha1(f"{_CACHE_VERSION}\0{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+        return os.path.join(self.cache_dir, f"{key}.npy")
+
+    def is_cached(self, path: str) -> bool:
+        """Whether a cache entry for the current version of ``path`` exists."""
+        return os.path.isfile(self.cache_path(path))
+
+    @staticmethod
+    def _load(cached: str) -> np.ndarray | None:
+        try:
+            # copy-on-write mapping: writable (torch.from_numpy accepts it silently) but writes never reach the file
+            arr = np.load(cached, mmap_mode="c")
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError, EOFError):
+            return None  # damaged entry (e.g. disk full while copying a cache folder): decode again
+        if arr.ndim != 4 or arr.dtype != np.uint8 or arr.shape[0] != 3:
+            return None
+        return arr
+
+    def get(self, path: str) -> np.ndarray:
+        """
+        The decoded video, shape (C=3, T, H, W), uint8, memory-mapped (copy-on-write) from the cache.
+
+        Raises:
+            FileNotFoundError, ValueError: as :py:func:`read_video`, naming ``path``.
+        """
+        cached = self.cache_path(path)
+        arr = self._load(cached)
+        if arr is not None:
+            return arr
+        video = read_video(path)
+        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-", suffix=".npy")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, video)
+            os.replace(tmp, cached)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        arr = self._load(cached)
+        return video if arr is None else arr
+
+    def prepare(
+        self, items: Iterable[dict | str], num_workers: int = 0, progress: bool = True, key: str = "image"
+    ) -> list[str]:
+        """
+        Decode every video of ``items`` that is not cached yet.
+
+        Args:
+            items: datalist dicts (the video path under ``key``) or paths.
+            num_workers: decoding threads (OpenCV releases the GIL while decoding); 0 decodes in this thread.
+            progress: show a tqdm progress bar.
+            key: the dict key holding the video path.
+
+        Returns:
+            the cache file of every item, in order.
+
+        Raises:
+            RuntimeError: after trying every video, listing each one that could not be decoded.
+        """
+        paths = [it[key] if isinstance(it, dict) else it for it in items]
+
+        def _one(p: str) -> tuple[str, str | None, str | None]:
+            try:
+                self.get(p)
+                return p, self.cache_path(p), None
+            except (OSError, ValueError, RuntimeError) as e:
+                return p, None, f"{type(e).__name__}: {e}"
+
+        if num_workers > 0:
+            pool = ThreadPoolExecutor(max_workers=num_workers)
+            results: Iterable = pool.map(_one, paths)
+        else:
+            pool = None
+            results = map(_one, paths)
+        if progress and has_tqdm:
+            results = tqdm(results, total=len(paths), desc="decoding videos", unit="video")
+        try:
+            done = list(results)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        failed = [f"{p}: {err}" for p, _, err in done if err is not None]
+        if failed:
+            shown = "\n  ".join(failed[:10])
+            more = f"\n  ... and {len(failed) - 10} more" if len(failed) > 10 else ""
+            raise RuntimeError(f"{len(failed)} of {len(paths)} video(s) could not be decoded:\n  {shown}{more}")
+        return [c for _, c, _ in done]  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(cache_dir={self.cache_dir!r})"
+
+
+def fit_video_normalization(
+    items: Sequence[dict | str], num_videos: int | None = 128, seed: int = 0, cache: VideoCache | None = None
+) -> tuple[list[float], list[float]]:
+    """
+    Per-channel mean and standard deviation of video intensities (0-255 scale), as EchoNet-Dynamic fits them.
+
+    EchoNet (``echonet.utils.get_mean_and_std``) draws 128 training videos at random and normalises with the
+    population statistics of their pixels. Here every frame of each drawn video counts; the draw is seeded
+    (``numpy.random.default_rng(seed)``) so refitting gives the same numbers. Fit on training videos only and
+    save the result with :py:func:`save_normalization`.
+
+    Args:
+        items: datalist dicts (video under ``"image"``) or paths, e.g. ``load_echonet_filelist(root, "TRAIN")``.
+        num_videos: how many videos to draw without replacement; ``None`` or >= ``len(items)`` uses all.
+        seed: seed of the draw.
+        cache: read videos through this cache (filling it) instead of decoding them.
+
+    Returns:
+        ``(mean, std)``, lists of one float per channel (RGB).
+
+    Raises:
+        ValueError: ``items`` is empty, or a channel has zero variance (normalising would divide by zero).
+    """
+    paths = [it["image"] if isinstance(it, dict) else it for it in items]
+    if not paths:
+        raise ValueError("fit_video_normalization: no videos given.")
+    if num_videos is not None and num_videos < len(paths):
+        if num_videos < 1:
+            raise ValueError(f"fit_video_normalization: num_videos must be >= 1, got {num_videos}.")
+        rng = np.random.default_rng(seed)
+        paths = [paths[i] for i in sorted(rng.choice(len(paths), size=num_videos, replace=False))]
+    # exact integer histograms per channel: no float accumulation error over ~10^8 pixels
+    hist: np.ndarray | None = None
+    for p in paths:
+        video = cache.get(p) if cache is not None else read_video(p)
+        counts = np.stack([np.bincount(np.asarray(video[c]).ravel(), minlength=256) for c in range(video.shape[0])])
+        if hist is not None and counts.shape != hist.shape:
+            raise ValueError(f"fit_video_normalization: {p} has {video.shape[0]} channels, expected {hist.shape[0]}.")
+        hist = counts if hist is None else hist + counts
+    assert hist is not None
+    values = np.arange(256, dtype=np.float64)
+    n = hist.sum(axis=1).astype(np.float64)
+    mean = (hist * values).sum(axis=1) / n
+    var = (hist * (values[None] - mean[:, None]) ** 2).sum(axis=1) / n
+    std = np.sqrt(var)
+    if np.any(std <= 0):
+        raise ValueError(f"fit_video_normalization: zero standard deviation in channel(s) {np.nonzero(std <= 0)[0]}.")
+    return [float(m) for m in mean], [float(s) for s in std]
+
+
+def save_normalization(path: str, mean: Sequence[float], std: Sequence[float], **metadata: Any) -> str:
+    """
+    Write ``{"mean": [...], "std": [...], ...metadata}`` as JSON (atomically) and return ``path``.
+
+    ``metadata`` (e.g. ``num_videos=128, seed=0, source="FileList.csv TRAIN"``) is stored alongside for provenance.
+    """
+    mean, std = _check_stats(mean, std, str(path))
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump({"mean": mean, "std": std, **metadata}, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def load_normalization(path: str) -> tuple[list[float], list[float]]:
+    """
+    Read ``(mean, std)`` written by :py:func:`save_normalization`.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file lacks ``mean``/``std``, their lengths differ, or a value is not finite / std <= 0.
+    """
+    path = os.path.abspath(os.path.expanduser(str(path)))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"normalization file not found: {path}")
+    with open(path) as f:
+        content = json.load(f)
+    if not isinstance(content, dict) or "mean" not in content or "std" not in content:
+        raise ValueError(f"{path}: expected a JSON object with 'mean' and 'std' lists.")
+    return _check_stats(content["mean"], content["std"], path)
+
+
+def _check_stats(mean: Any, std: Any, where: str) -> tuple[list[float], list[float]]:
+    try:
+        m = [float(v) for v in np.atleast_1d(np.asarray(mean, dtype=np.float64))]
+        s = [float(v) for v in np.atleast_1d(np.asarray(std, dtype=np.float64))]
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: mean and std must be numbers or lists of numbers.") from None
+    if len(m) != len(s):
+        raise ValueError(f"{where}: mean has {len(m)} values but std has {len(s)}.")
+    if not all(math.isfinite(v) for v in m + s) or any(v <= 0 for v in s):
+        raise ValueError(f"{where}: mean must be finite and std finite and > 0, got mean={m}, std={s}.")
+    return m, s

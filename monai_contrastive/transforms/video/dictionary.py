@@ -1,0 +1,283 @@
+# Copyright (c) MONAI Consortium and monai-contrastive contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Dictionary versions of :py:mod:`monai_contrastive.transforms.video.array`.
+
+A training pipeline for AdaCon on EchoNet-Dynamic with two independent views of each video (``image`` and
+``image_2``), each a random 32-frame clip at period 2 with its own frame jitter::
+
+    from monai.transforms import BorderPadd, Compose, CopyItemsd, RandSpatialCropd
+
+    views = ("image", "image_2")
+    train_transforms = Compose(
+        [
+            LoadVideod("image", cache_dir="cache/echonet"),
+            CopyItemsd("image", names="image_2"),
+            *[RandClipSampled(k, length=32, period=2) for k in views],  # one instance per view: independent draws
+            NormalizeVideod(views, mean="normalization.json"),
+            BorderPadd(views, spatial_border=(0, 12, 12)),
+            *[RandSpatialCropd(k, roi_size=(-1, 112, 112), random_size=False) for k in views],
+        ]
+    )
+
+Items come from :py:func:`~monai_contrastive.data.echonet.load_echonet_filelist` (``{"image": path, "label": EF,
+...}``). Use ``monai.data.DataLoader`` (or pass ``worker_init_fn=monai.data.utils.worker_init_fn``) so that
+DataLoader workers draw different clips. At test time, ``AllClipsd`` turns ``image`` into (V, C, 32, H, W); the
+number of clips V varies between videos, so batch one video at a time and average the V predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import DtypeLike, KeysCollection, NdarrayOrTensor
+from monai.transforms import MapTransform, RandomizableTransform
+
+from monai_contrastive.transforms.video.array import (
+    AllClips,
+    ClipSample,
+    LoadVideo,
+    NormalizeVideo,
+    RandClipSample,
+    video_name,
+)
+
+__all__ = [
+    "LoadVideod",
+    "LoadVideoD",
+    "LoadVideoDict",
+    "ClipSampled",
+    "ClipSampleD",
+    "ClipSampleDict",
+    "RandClipSampled",
+    "RandClipSampleD",
+    "RandClipSampleDict",
+    "AllClipsd",
+    "AllClipsD",
+    "AllClipsDict",
+    "NormalizeVideod",
+    "NormalizeVideoD",
+    "NormalizeVideoDict",
+]
+
+
+def _source(d: Mapping, key: Hashable, value: Any = None) -> str | None:
+    """Best description of the file behind ``d[key]``: MetaTensor meta, ``<key>_meta_dict``, then the item's path."""
+    name = video_name(value)
+    if name:
+        return name
+    meta = d.get(f"{key}_meta_dict")
+    if isinstance(meta, Mapping) and meta.get("filename_or_obj"):
+        return str(meta["filename_or_obj"])
+    for k in ("image", "filename"):
+        if isinstance(d.get(k), str):
+            return d[k]
+    return None
+
+
+def _apply(transform: MapTransform, d: Mapping, key: Hashable, fn: Callable[[Any], Any]) -> Any:
+    """``fn(d[key])`` with errors re-raised naming the transform, the key and the file."""
+    value = d[key]
+    try:
+        return fn(value)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        msg = str(e)
+        src = _source(d, key, value)
+        where = f" ({src})" if src and src not in msg else ""
+        raise type(e)(f"{type(transform).__name__}: key {key!r}{where}: {msg}") from e
+
+
+class LoadVideod(MapTransform):
+    """
+    Dictionary version of :py:class:`~monai_contrastive.transforms.video.array.LoadVideo`: replaces each video
+    path under ``keys`` with the video (C=3, T, H, W).
+
+    With ``as_tensor=False`` the numpy array gets ``{"filename_or_obj": path}`` under ``<key>_meta_dict`` (with
+    MetaTensors the path is in ``.meta``), which the other video transforms use to name the file in errors.
+
+    Args:
+        keys: keys holding video paths.
+        cache_dir: ``VideoCache`` folder; ``None`` decodes on every call.
+        dtype: output dtype (uint8 by default; see ``LoadVideo``).
+        as_tensor: ``MetaTensor`` output (default) or numpy.
+        allow_missing_keys: don't raise for keys missing from the item.
+    """
+
+    backend = [torch.Tensor, np.ndarray]
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        cache_dir: str | None = None,
+        dtype: DtypeLike | torch.dtype = np.uint8,
+        as_tensor: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadVideo(cache_dir=cache_dir, dtype=dtype, as_tensor=as_tensor)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = d[key]
+            d[key] = _apply(self, d, key, self.loader)
+            if not self.loader.as_tensor:
+                d[f"{key}_meta_dict"] = {"filename_or_obj": str(path)}
+        return d
+
+
+class ClipSampled(MapTransform):
+    """
+    Dictionary version of :py:class:`~monai_contrastive.transforms.video.array.ClipSample`: (C, T, H, W) ->
+    (C, length, H, W) for every key, the same start for all.
+    """
+
+    backend = [torch.Tensor, np.ndarray]
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        length: int = 32,
+        period: int = 2,
+        start: int = 0,
+        pad_short: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.sampler = ClipSample(length=length, period=period, start=start, pad_short=pad_short)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = _apply(self, d, key, self.sampler)
+        return d
+
+
+class RandClipSampled(RandomizableTransform, MapTransform):
+    """
+    Dictionary version of :py:class:`~monai_contrastive.transforms.video.array.RandClipSample`: (C, T, H, W) ->
+    (C, length, H, W) from a random start.
+
+    One start is drawn per call and used for every key (they must have the same number of frames), like every
+    MONAI dictionary transform; independent views need independent instances, one per view key.
+
+    Args:
+        keys: keys of the videos.
+        length: frames per clip.
+        period: sampling period in frames.
+        pad_short: zero-pad videos shorter than ``length * period`` frames (EchoNet's behaviour); ``False`` raises
+            for a video shorter than the clip span, naming the key and the file.
+        allow_missing_keys: don't raise for keys missing from the item.
+    """
+
+    backend = [torch.Tensor, np.ndarray]
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        length: int = 32,
+        period: int = 2,
+        pad_short: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob=1.0)
+        self.sampler = RandClipSample(length=length, period=period, pad_short=pad_short)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandClipSampled:
+        super().set_random_state(seed, state)
+        self.sampler.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        num_frames: int | None = None
+        for key in self.key_iterator(d):
+            if num_frames is None:
+                _apply(self, d, key, lambda x: self.sampler.randomize(self.sampler._num_starts(x)))
+                num_frames = int(d[key].shape[1])
+            elif d[key].shape[1] != num_frames:
+                raise ValueError(
+                    f"RandClipSampled: key {key!r} has {d[key].shape[1]} frames but the first key has {num_frames}; "
+                    "one draw is shared by all keys, use one instance per key for independent clips."
+                )
+            d[key] = _apply(self, d, key, lambda x: self.sampler(x, randomize=False))
+        return d
+
+
+class AllClipsd(MapTransform):
+    """
+    Dictionary version of :py:class:`~monai_contrastive.transforms.video.array.AllClips`: (C, T, H, W) ->
+    (V, C, length, H, W), every clip for test-time averaging. V depends on the video's length.
+    """
+
+    backend = [torch.Tensor, np.ndarray]
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        length: int = 32,
+        period: int = 2,
+        stride: int = 1,
+        max_clips: int | None = None,
+        pad_short: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.sampler = AllClips(length=length, period=period, stride=stride, max_clips=max_clips, pad_short=pad_short)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = _apply(self, d, key, self.sampler)
+        return d
+
+
+class NormalizeVideod(MapTransform):
+    """
+    Dictionary version of :py:class:`~monai_contrastive.transforms.video.array.NormalizeVideo`.
+
+    Args:
+        keys: keys of the videos or stacks of clips.
+        mean: per-channel means, or the path of a normalisation JSON (then ``std=None``).
+        std: per-channel standard deviations.
+        dtype: output dtype.
+        allow_missing_keys: don't raise for keys missing from the item.
+    """
+
+    backend = [torch.Tensor, np.ndarray]
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mean: Sequence[float] | float | str,
+        std: Sequence[float] | float | None = None,
+        dtype: DtypeLike | torch.dtype = np.float32,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.normalizer = NormalizeVideo(mean=mean, std=std, dtype=dtype)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = _apply(self, d, key, self.normalizer)
+        return d
+
+
+LoadVideoD = LoadVideoDict = LoadVideod
+ClipSampleD = ClipSampleDict = ClipSampled
+RandClipSampleD = RandClipSampleDict = RandClipSampled
+AllClipsD = AllClipsDict = AllClipsd
+NormalizeVideoD = NormalizeVideoDict = NormalizeVideod
