@@ -96,11 +96,19 @@ class CLI:
                     overrides.setdefault(key, demo_cfg[key])
         run_bundle(name, ["inference.json"], **overrides)
 
-    def figure(self, name: str = "adacon_bmd_xray", fold: int = 0, out: str | None = None, **overrides) -> str:
-        """Plot learned features of a trained fold model (AdaCon Fig. 3) as PNG; returns the path."""
+    def figure(
+        self, name: str = "adacon_bmd_xray", fold: int = 0, out: str | None = None, demo: bool = False, **overrides
+    ) -> None:
+        """Plot learned features of a trained fold model (AdaCon Fig. 3) as PNG.
+
+        ``--demo`` reads the demo override too (for a model trained with ``demo``).
+        """
         from monai_contrastive.visualize import feature_figure_for_bundle
 
-        return feature_figure_for_bundle(bundle_path(name), fold=fold, out=out, **overrides)
+        files = ["train.json", "demo.json"] if demo else ["train.json"]
+        overrides.setdefault("config_files", files)
+        res = feature_figure_for_bundle(bundle_path(name), fold=fold, out=out, **overrides)
+        print(f"wrote {res['path']} (Spearman rho of cosine similarity vs ECDF label distance: {res['spearman']:.3f})")
 
 
 def main(argv: list[str] | None = None) -> None:
