@@ -61,6 +61,16 @@ def _check_inputs(name: str, embeddings: torch.Tensor, *per_row: torch.Tensor | 
             )
 
 
+def _prepare(embeddings, ecdf, ids, labels, gather: bool):
+    """Flatten the per-row inputs onto the embeddings' device and, under torch.distributed, gather all ranks."""
+    ecdf = ecdf.reshape(-1).to(embeddings.device)
+    labels = labels.reshape(-1).to(embeddings.device) if labels is not None else None
+    ids = ids.reshape(-1).to(embeddings.device) if ids is not None else None
+    if gather:
+        embeddings, ecdf, labels, ids = gather_for_loss(embeddings, ecdf, labels, local_ids=ids)
+    return embeddings, ecdf, labels, ids
+
+
 class AdaptiveMarginContrastiveLoss(_Loss):
     """AdaCon adaptive-margin contrastive loss (Dai et al., eq. 6, with the margin of eq. 4).
 
@@ -118,11 +128,7 @@ class AdaptiveMarginContrastiveLoss(_Loss):
     ) -> torch.Tensor:
         name = type(self).__name__
         _check_inputs(name, embeddings, ecdf, ids, labels)
-        ecdf = ecdf.reshape(-1).to(embeddings.device)
-        labels = labels.reshape(-1).to(embeddings.device) if labels is not None else None
-        ids = ids.reshape(-1).to(embeddings.device) if ids is not None else None
-        if self.gather_distributed:
-            embeddings, ecdf, labels, ids = gather_for_loss(embeddings, ecdf, labels, local_ids=ids)
+        embeddings, ecdf, labels, ids = _prepare(embeddings, ecdf, ids, labels, self.gather_distributed)
         with _fp32():
             z = _upcast(embeddings)
             phi = ecdf.to(z.dtype)
@@ -185,11 +191,7 @@ class NPairLoss(_Loss):
 
     def forward(self, embeddings, ecdf, ids=None, labels=None) -> torch.Tensor:
         _check_inputs(type(self).__name__, embeddings, ecdf, ids, labels)
-        ecdf = ecdf.reshape(-1).to(embeddings.device)
-        labels = labels.reshape(-1).to(embeddings.device) if labels is not None else None
-        ids = ids.reshape(-1).to(embeddings.device) if ids is not None else None
-        if self.gather_distributed:
-            embeddings, ecdf, labels, ids = gather_for_loss(embeddings, ecdf, labels, local_ids=ids)
+        embeddings, ecdf, labels, ids = _prepare(embeddings, ecdf, ids, labels, self.gather_distributed)
         with _fp32():
             z = _upcast(embeddings)
             pos, eye = positive_mask(
@@ -233,11 +235,7 @@ class AdaptiveTripletLoss(_Loss):
 
     def forward(self, embeddings, ecdf, ids=None, labels=None) -> torch.Tensor:
         _check_inputs(type(self).__name__, embeddings, ecdf, ids, labels)
-        ecdf = ecdf.reshape(-1).to(embeddings.device)
-        labels = labels.reshape(-1).to(embeddings.device) if labels is not None else None
-        ids = ids.reshape(-1).to(embeddings.device) if ids is not None else None
-        if self.gather_distributed:
-            embeddings, ecdf, labels, ids = gather_for_loss(embeddings, ecdf, labels, local_ids=ids)
+        embeddings, ecdf, labels, ids = _prepare(embeddings, ecdf, ids, labels, self.gather_distributed)
         with _fp32():
             z = _upcast(embeddings)
             phi = ecdf.to(z.dtype)
