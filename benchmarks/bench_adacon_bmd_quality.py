@@ -146,12 +146,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work-dir", default=os.path.join(ROOT, ".cache", "bench_bmd_quality"))
     ap.add_argument("--demo-dir", default=os.path.join(ROOT, ".cache", "bmd_demo_data"))
+    ap.add_argument("--report-only", action="store_true", help="aggregate the finished runs in --work-dir, run none")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "adacon_bmd_quality.md"))
     args = ap.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
     results: dict[str, list[dict]] = {}
     for variant in args.variants:
         for seed in args.seeds:
+            if args.report_only:
+                tag = variant.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "plus")
+                path = os.path.join(args.work_dir, f"{tag}_seed{seed}.json")
+                if os.path.isfile(path):
+                    with open(path) as f:
+                        results.setdefault(variant, []).append(json.load(f))
+                continue
             results.setdefault(variant, []).append(run_one(variant, seed, args, args.work_dir))
     write_report(results, args)
 
