@@ -124,3 +124,23 @@ def test_bad_datalist_names_the_item(bundle, tmp_path):
         chain.append(str(e))
         e = e.__cause__ or e.__context__
     assert any("missing.png" in m and "0" in m for m in chain), chain
+
+
+def test_two_stage_pretrain_then_finetune(bundle):
+    """Table V scheme: contrastive-only pretraining, then L1 fine-tuning initialised from it."""
+    torch.set_num_threads(2)
+    wf = _workflow(bundle, ["train.json", "pretrain.json"], **TINY, iterations=2)
+    assert wf.parser.get_parsed_content("loss").gamma_reg == 0.0
+    wf.run()
+    pre = os.path.join(bundle, "models", "pretrain_fold0", "pretrained.pt")
+    assert os.path.isfile(pre)
+    pretrained = torch.load(pre, weights_only=True)["model"]
+    wf.finalize()
+    wf = _workflow(bundle, ["train.json", "finetune.json"], **TINY, iterations=2)
+    loss = wf.parser.get_parsed_content("loss")
+    assert loss.gamma_con == 0.0 and wf.parser.get_parsed_content("learning_rate") == 0.001
+    net = wf.parser.get_parsed_content("network")
+    key = next(k for k in pretrained if k.startswith("backbone.") and pretrained[k].is_floating_point())
+    torch.testing.assert_close(net.state_dict()[key], pretrained[key])
+    wf.run()
+    wf.finalize()
