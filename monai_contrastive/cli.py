@@ -6,6 +6,8 @@ monai-contrastive train adacon_bmd_xray --dataset_dir /data/bmd --fold 2
 monai-contrastive evaluate adacon_bmd_xray        # per-fold and averaged MAE / RMSE / R²
 monai-contrastive infer adacon_bmd_xray           # fold ensemble -> eval/predictions.csv
 monai-contrastive figure adacon_bmd_xray          # feature spread / similarity vs label distance (AdaCon Fig. 3)
+monai-contrastive demo adacon_lvef_echo           # LVEF from echo videos on synthetic EchoNet-layout data
+monai-contrastive evaluate adacon_lvef_echo --demo  # TEST split: single clip and all clips averaged
 """
 
 from __future__ import annotations
@@ -80,20 +82,24 @@ class CLI:
         run_bundle(name, ["train.json"], **overrides)
 
     def evaluate(self, name: str, demo: bool = False, **overrides) -> None:
-        """Evaluate the trained fold models on their held-out folds (train.json + evaluate.json)."""
+        """Evaluate trained models (train.json + evaluate.json): held-out folds (BMD) or the TEST split (LVEF)."""
         run_bundle(name, ["train.json"] + (["demo.json"] if demo else []) + ["evaluate.json"], **overrides)
 
     def infer(self, name: str, demo: bool = False, **overrides) -> None:
         """Run inference.json (fold ensemble; predictions CSV in the bundle's eval/ folder).
 
-        ``--demo`` takes the image size of the demo override, for models trained with ``demo``.
+        ``--demo`` takes the settings of the demo override that inference.json also has (image size, clip length,
+        demo data), for models trained with ``demo``.
         """
         if demo:
-            with open(os.path.join(bundle_path(name), "configs", "demo.json")) as f:
+            configs = os.path.join(bundle_path(name), "configs")
+            with open(os.path.join(configs, "demo.json")) as f:
                 demo_cfg = json.load(f)
-            for key in ("image_size", "demo_kwargs"):
-                if key in demo_cfg:
-                    overrides.setdefault(key, demo_cfg[key])
+            with open(os.path.join(configs, "inference.json")) as f:
+                infer_cfg = json.load(f)
+            for key, value in demo_cfg.items():
+                if key in infer_cfg:
+                    overrides.setdefault(key, value)
         run_bundle(name, ["inference.json"], **overrides)
 
     def figure(

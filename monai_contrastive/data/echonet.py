@@ -46,6 +46,8 @@ __all__ = [
     "fit_video_normalization",
     "save_normalization",
     "load_normalization",
+    "load_echo_split",
+    "video_normalization",
 ]
 
 ECHONET_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split")
@@ -175,7 +177,11 @@ def load_echonet_filelist(root: str, split: str | Sequence[str] = "TRAIN", check
 
 
 def load_video_datalist(
-    datalist: str, key: str = "training", base_dir: str | None = None, check_files: bool = True
+    datalist: str,
+    key: str = "training",
+    base_dir: str | None = None,
+    check_files: bool = True,
+    label_required: bool = True,
 ) -> list[dict]:
     """
     Read a Decathlon-style JSON datalist of videos with a numeric label (EF) for sources other than EchoNet.
@@ -189,6 +195,8 @@ def load_video_datalist(
         key: which list to read (``"training"``, ``"validation"``, ``"testing"``, ...).
         base_dir: folder that relative paths are relative to.
         check_files: check that every video exists.
+        label_required: every item must have a numeric ``label``; ``False`` (inference on unlabelled videos) keeps
+            items without one, but a label that is present must still be a number.
 
     Returns:
         the items with ``label`` as a float and ``filename`` (the video's base name) added when absent.
@@ -219,7 +227,8 @@ def load_video_datalist(
         where = f"{where} ({image})"
         item = dict(item)
         item["image"] = os.path.abspath(image)
-        item["label"] = _parse_label(item.get("label"), where, field="label")
+        if label_required or item.get("label") is not None:
+            item["label"] = _parse_label(item.get("label"), where, field="label")
         item.setdefault("filename", os.path.splitext(os.path.basename(image))[0])
         out.append(item)
     if check_files:
@@ -490,3 +499,69 @@ def _check_stats(mean: Any, std: Any, where: str) -> tuple[list[float], list[flo
     if not all(math.isfinite(v) for v in m + s) or any(v <= 0 for v in s):
         raise ValueError(f"{where}: mean must be finite and std finite and > 0, got mean={m}, std={s}.")
     return m, s
+
+
+_SPLIT_KEYS = {"TRAIN": "training", "VAL": "validation", "TEST": "test"}
+
+
+def load_echo_split(
+    source: str, split: str = "TRAIN", check_files: bool = True, label_required: bool = True
+) -> list[dict]:
+    """
+    The items of one split of an echo dataset, whichever form it comes in.
+
+    Args:
+        source: an EchoNet-Dynamic folder (holding ``FileList.csv``), the path of a ``FileList.csv``, or a JSON
+            datalist for :py:func:`load_video_datalist` with ``"training"``, ``"validation"`` and ``"test"`` (or
+            ``"testing"``) lists.
+        split: ``"TRAIN"``, ``"VAL"`` or ``"TEST"`` (case-insensitive; ``"ALL"`` too for FileList.csv).
+        check_files: check that the videos exist.
+        label_required: for a JSON datalist, whether every item needs a ``label`` (``FileList.csv`` always has EF).
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist or is a folder without ``FileList.csv``.
+        KeyError, ValueError: as the underlying reader, naming the file.
+    """
+    source = os.path.abspath(os.path.expanduser(os.fspath(source)))
+    split_u = str(split).upper()
+    if source.lower().endswith(".json"):
+        if split_u not in _SPLIT_KEYS:
+            raise ValueError(
+                f"{source}: split must be one of {sorted(_SPLIT_KEYS)} for a JSON datalist, got {split!r}."
+            )
+        key = _SPLIT_KEYS[split_u]
+        if key == "test" and os.path.isfile(source):
+            with open(source) as f:
+                content = json.load(f)
+            if isinstance(content, dict) and "test" not in content and "testing" in content:
+                key = "testing"
+        return load_video_datalist(source, key=key, check_files=check_files, label_required=label_required)
+    root = os.path.dirname(source) if source.lower().endswith(".csv") else source
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"echo dataset not found: {source} (expected an EchoNet-Dynamic folder or a datalist).")
+    return load_echonet_filelist(root, split_u, check_files=check_files)
+
+
+def video_normalization(
+    path: str, items: Sequence[dict | str], num_videos: int | None = 128, seed: int = 0, cache_dir: str | None = None
+) -> tuple[list[float], list[float]]:
+    """
+    The normalisation statistics stored at ``path``; fitted on ``items`` (training videos) and saved there first when
+    the file does not exist yet, so every later run, evaluation and inference uses the same numbers.
+
+    Args:
+        path: JSON file (e.g. ``<bundle>/models/normalization.json``).
+        items: training items, used only when ``path`` does not exist.
+        num_videos: videos drawn for the fit (EchoNet: 128).
+        seed: seed of the draw.
+        cache_dir: read the videos through a :py:class:`VideoCache` in this folder.
+
+    Returns:
+        ``(mean, std)``, one float per channel, 0-255 scale.
+    """
+    if os.path.isfile(path):
+        return load_normalization(path)
+    cache = VideoCache(cache_dir) if cache_dir else None
+    mean, std = fit_video_normalization(items, num_videos=num_videos, seed=seed, cache=cache)
+    save_normalization(path, mean, std, num_videos=num_videos, seed=seed, fitted_on=len(items))
+    return mean, std

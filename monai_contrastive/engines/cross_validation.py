@@ -15,6 +15,7 @@ from monai.handlers import from_engine
 from monai.inferers import Inferer
 
 from monai_contrastive.engines.inferers import SelectOutputInferer
+from monai_contrastive.handlers.checkpoint import load_model_weights
 from monai_contrastive.handlers.metrics import RegressionMetricHandler
 
 __all__ = ["CrossValidationEvaluation", "write_metrics_table"]
@@ -92,12 +93,7 @@ class CrossValidationEvaluation:
 
     def _load(self, fold: int) -> str:
         path = self.ckpt_pattern.format(fold=fold)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"fold {fold}: checkpoint {path!r} not found; train this fold first (fold={fold}).")
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if self.key_in_ckpt and isinstance(state, dict) and self.key_in_ckpt in state:
-            state = state[self.key_in_ckpt]
-        self.network.load_state_dict(state)
+        load_model_weights(self.network, path, self.key_in_ckpt, self.device, what=f"fold {fold}: checkpoint")
         return path
 
     def run(self) -> dict:

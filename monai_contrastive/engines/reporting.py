@@ -29,7 +29,9 @@ def report_validation(evaluator, best_saver=None, output_file: str | None = None
     return result
 
 
-def report_predictions(csv_path: str, items, label_key: str = "label", output_file: str | None = None) -> dict:
+def report_predictions(
+    csv_path: str, items, label_key: str = "label", output_file: str | None = None, title: str = "Test set"
+) -> dict:
     """Match a predictions CSV (``filename, pred`` rows, as MONAI's ``ClassificationSaver`` writes) to the items.
 
     When every item has a numeric label, print MAE / RMSE / R² of the predictions (external-test protocol of
@@ -62,7 +64,7 @@ def report_predictions(csv_path: str, items, label_key: str = "label", output_fi
         return {}
     m = regression_metrics([p for p, _ in pairs], [t for _, t in pairs])
     m["n"] = len(pairs)
-    print("Test set (fold-model ensemble): " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if k != "n"), flush=True)
+    print(f"{title}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if k != "n"), flush=True)
     with open(output_file or os.path.splitext(csv_path)[0] + "_metrics.json", "w") as f:
         json.dump(m, f, indent=2)
     return m

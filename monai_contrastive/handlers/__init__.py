@@ -1,4 +1,4 @@
-from .checkpoint import BestModelSaver, ResumableCheckpoint, atomic_save
+from .checkpoint import BestModelSaver, ResumableCheckpoint, atomic_save, load_model_weights
 from .metrics import RegressionMetric, RegressionMetricHandler, regression_metrics
 from .precise_bn import PreciseBatchNorm, update_bn_stats
 
@@ -9,6 +9,7 @@ __all__ = [
     "RegressionMetricHandler",
     "ResumableCheckpoint",
     "atomic_save",
+    "load_model_weights",
     "regression_metrics",
     "update_bn_stats",
 ]

@@ -12,7 +12,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
-__all__ = ["atomic_save", "ResumableCheckpoint", "BestModelSaver"]
+__all__ = ["atomic_save", "load_model_weights", "ResumableCheckpoint", "BestModelSaver"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,23 @@ def atomic_save(obj, path: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def load_model_weights(
+    network: torch.nn.Module, path: str, key: str | None = "model", map_location="cpu", what: str = "checkpoint"
+) -> torch.nn.Module:
+    """Load ``path`` (a checkpoint dict holding the state dict under ``key``, or a bare state dict) into ``network``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message starts with ``what``, e.g. ``"fold 2: checkpoint"``).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {path!r} not found; train the bundle first.")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if key and isinstance(state, dict) and key in state:
+        state = state[key]
+    network.load_state_dict(state)
+    return network
 
 
 def _state(save_dict: Mapping) -> dict:

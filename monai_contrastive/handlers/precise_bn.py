@@ -62,7 +62,7 @@ class PreciseBatchNorm:
     Args:
         network: the network.
         loader: a loader of single-view training batches (dicts with ``image_key``).
-        num_batches: batches to average over.
+        num_batches: batches to average over; 0 disables the handler.
         interval: epochs between updates (use the validation interval).
     """
 
@@ -84,6 +84,8 @@ class PreciseBatchNorm:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
     def __call__(self, engine: Engine) -> None:
+        if self.num_batches < 1:  # disabled (e.g. ``precise_bn_batches: 0`` in a bundle config)
+            return
         net = self.network.module if hasattr(self.network, "module") else self.network
         n = update_bn_stats(net, self.loader, self.num_batches, self.image_key)
         logger.debug(f"precise BN: statistics re-estimated on {n} batches")

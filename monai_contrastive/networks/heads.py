@@ -87,6 +87,8 @@ class RegressionContrastiveNet(nn.Module):
         pretrained_key: entry of that file holding the state dict.
         pretrained_prefix: key prefix to strip from that state dict.
         output_key: return only this output.
+        input_norm: a module applied to the input first, e.g. :py:class:`InputNormalization` so that uint8 videos
+            are normalised on the device with statistics stored in the checkpoint.
     """
 
     def __init__(
@@ -104,8 +106,10 @@ class RegressionContrastiveNet(nn.Module):
         pretrained_key: str | None = None,
         pretrained_prefix: str = "",
         output_key: str | None = None,
+        input_norm: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        self.input_norm = input_norm
         if fc_name:
             parent = backbone
             *path, last = fc_name.split(".")
@@ -130,6 +134,8 @@ class RegressionContrastiveNet(nn.Module):
         self.output_key = output_key
 
     def forward(self, x: torch.Tensor):
+        if self.input_norm is not None:
+            x = self.input_norm(x)
         features = self.backbone(x)
         if features.ndim > 2:
             features = torch.flatten(features, 1)

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 from ignite.engine import Events
-from monai.bundle import ConfigWorkflow, verify_net_in_out
+from monai.bundle import verify_net_in_out
 
 BUNDLE = os.path.join(os.path.dirname(__file__), "..", "..", "bundles", "adacon_bmd_xray")
 
@@ -33,22 +33,10 @@ def bundle(tmp_path_factory):
     return str(root)
 
 
-def _workflow(root, files, workflow_type="train", **overrides):
-    wf = ConfigWorkflow(
-        config_file=[os.path.join(root, "configs", f) for f in files],
-        meta_file=os.path.join(root, "configs", "metadata.json"),
-        workflow_type=workflow_type,
-        bundle_root=root,
-        **overrides,
-    )
-    wf.initialize()
-    return wf
-
-
-def test_train_resume_evaluate_infer(bundle, capsys):
+def test_train_resume_evaluate_infer(bundle, capsys, workflow):
     torch.set_num_threads(2)
     # a run that stops after 1 epoch (as if killed), then the same command with the full length resumes it
-    wf = _workflow(bundle, ["train.json"], **TINY, iterations=2)
+    wf = workflow(bundle, ["train.json"], **TINY, iterations=2)
     wf.run()
     ckpt = os.path.join(bundle, "models", "fold0", "checkpoint_last.pt")
     best = os.path.join(bundle, "models", "fold0", "model.pt")
@@ -58,7 +46,7 @@ def test_train_resume_evaluate_infer(bundle, capsys):
     assert saved["trainer"]["iteration"] == 2
     wf.finalize()
 
-    wf = _workflow(bundle, ["train.json"], **TINY, iterations=4)
+    wf = workflow(bundle, ["train.json"], **TINY, iterations=4)
     trainer = wf.parser.get_parsed_content("train#trainer")
     started = []
     trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: started.append(e.state.iteration))
@@ -77,7 +65,7 @@ def test_train_resume_evaluate_infer(bundle, capsys):
     assert not {x["patient"] for x in val_items} & {x["patient"] for x in train_items}
     wf.finalize()
 
-    wf = _workflow(bundle, ["train.json", "evaluate.json"], workflow_type="eval", **TINY, folds=[0])
+    wf = workflow(bundle, ["train.json", "evaluate.json"], workflow_type="eval", **TINY, folds=[0])
     wf.run()
     with open(os.path.join(bundle, "eval", "cv_metrics.json")) as f:
         cv = json.load(f)
@@ -85,7 +73,7 @@ def test_train_resume_evaluate_infer(bundle, capsys):
     assert cv["folds"]["fold 0"]["n"] == len(val_items)
     wf.finalize()
 
-    wf = _workflow(
+    wf = workflow(
         bundle,
         ["inference.json"],
         workflow_type="infer",
@@ -111,12 +99,12 @@ def test_verify_net_in_out(bundle):
     )
 
 
-def test_bad_datalist_names_the_item(bundle, tmp_path):
+def test_bad_datalist_names_the_item(bundle, tmp_path, workflow):
     os.makedirs(tmp_path / "images")
     data = {"training": [{"image": "images/missing.png", "label": 0.7, "patient": "A"}]}
     (tmp_path / "dataset.json").write_text(json.dumps(data))
     with pytest.raises(Exception) as info:
-        wf = _workflow(bundle, ["train.json"], **TINY, iterations=2, dataset_dir=str(tmp_path))
+        wf = workflow(bundle, ["train.json"], **TINY, iterations=2, dataset_dir=str(tmp_path))
         wf.parser.get_parsed_content("all_items")
     # MONAI wraps config-expression errors; the cause shown in the traceback names the item and the file
     chain, e = [], info.value
@@ -126,17 +114,17 @@ def test_bad_datalist_names_the_item(bundle, tmp_path):
     assert any("missing.png" in m and "0" in m for m in chain), chain
 
 
-def test_two_stage_pretrain_then_finetune(bundle):
+def test_two_stage_pretrain_then_finetune(bundle, workflow):
     """Table V scheme: contrastive-only pretraining, then L1 fine-tuning initialised from it."""
     torch.set_num_threads(2)
-    wf = _workflow(bundle, ["train.json", "pretrain.json"], **TINY, iterations=2)
+    wf = workflow(bundle, ["train.json", "pretrain.json"], **TINY, iterations=2)
     assert wf.parser.get_parsed_content("loss").gamma_reg == 0.0
     wf.run()
     pre = os.path.join(bundle, "models", "pretrain_fold0", "pretrained.pt")
     assert os.path.isfile(pre)
     pretrained = torch.load(pre, weights_only=True)["model"]
     wf.finalize()
-    wf = _workflow(bundle, ["train.json", "finetune.json"], **TINY, iterations=2)
+    wf = workflow(bundle, ["train.json", "finetune.json"], **TINY, iterations=2)
     loss = wf.parser.get_parsed_content("loss")
     assert loss.gamma_con == 0.0 and wf.parser.get_parsed_content("learning_rate") == 0.001
     net = wf.parser.get_parsed_content("network")

@@ -365,3 +365,46 @@ def test_save_load_normalization(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"mean": [1.0], "std": [0.0]}))
     with pytest.raises(ValueError, match="std"):
         load_normalization(str(tmp_path / "bad.json"))
+
+
+# ---------------------------------------------------------------------------------------------- bundle helpers
+
+
+def test_load_echo_split_from_folder_csv_and_json(demo, tmp_path):
+    from monai_contrastive.data import load_echo_split
+
+    by_root = load_echo_split(demo, "train")
+    assert by_root == load_echonet_filelist(demo, "TRAIN")
+    assert load_echo_split(os.path.join(demo, "FileList.csv"), "TEST") == load_echonet_filelist(demo, "TEST")
+    videos = sorted(os.listdir(os.path.join(demo, "Videos")))
+    content = {
+        "training": [{"image": os.path.join(demo, "Videos", v), "label": 50.0} for v in videos[:3]],
+        "validation": [{"image": os.path.join(demo, "Videos", videos[3]), "label": 40.0}],
+        "testing": [{"image": os.path.join(demo, "Videos", videos[4]), "quality": "good"}],
+    }
+    path = tmp_path / "echo.json"
+    path.write_text(json.dumps(content))
+    assert len(load_echo_split(str(path), "TRAIN")) == 3
+    assert load_echo_split(str(path), "VAL")[0]["label"] == 40.0
+    with pytest.raises(ValueError, match=r"\['testing'\]\[0\].*label is missing"):
+        load_echo_split(str(path), "TEST")  # "testing" is found when there is no "test"
+    unlabelled = load_echo_split(str(path), "TEST", label_required=False)
+    assert unlabelled[0]["quality"] == "good" and "label" not in unlabelled[0]
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_echo_split(str(path), "ALL")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_echo_split(str(tmp_path / "nowhere"), "TRAIN")
+
+
+def test_video_normalization_is_fitted_once(demo, tmp_path, monkeypatch):
+    from monai_contrastive.data import video_normalization
+
+    items = load_echonet_filelist(demo, "TRAIN")
+    path = str(tmp_path / "models" / "normalization.json")
+    mean, std = video_normalization(path, items, num_videos=None)
+    assert (mean, std) == fit_video_normalization(items, num_videos=None)
+    assert json.load(open(path))["fitted_on"] == len(items)
+    calls = []
+    monkeypatch.setattr(echonet, "fit_video_normalization", lambda *a, **k: calls.append(1))
+    assert video_normalization(path, items[:1]) == (mean, std)  # read back, not refitted on other items
+    assert not calls

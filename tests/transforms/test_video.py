@@ -25,6 +25,8 @@ from monai_contrastive.transforms.video import (
     RandClipSampled,
     RandClipSampleD,
     RandClipSampleDict,
+    RandFrameJitter,
+    RandFrameJitterd,
     clip_starts,
 )
 
@@ -287,6 +289,56 @@ def test_frame_jitter_with_monai_pad_and_crop():
     assert not torch.equal(out["image"], out["image_2"])  # independent instances: independent offsets
 
 
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_rand_frame_jitter_equals_monai_pad_then_crop(as_tensor):
+    """RandFrameJitter(pad, value) == BorderPad(0, pad, pad, value) then the crop at the drawn offset, on uint8."""
+    rng = np.random.default_rng(0)
+    clip = rng.integers(0, 256, (3, 5, 20, 24), dtype=np.uint8)
+    fill = [10, 20, 30]
+    padded = np.stack([np.pad(clip[c], ((0, 0), (4, 4), (4, 4)), constant_values=fill[c]) for c in range(3)])
+    jitter = RandFrameJitter(pad=4, value=fill).set_random_state(0)
+    x = torch.as_tensor(clip) if as_tensor else clip
+    shifts = set()
+    for _ in range(1000):
+        out = jitter(x)
+        assert type(out) is type(x) and out.dtype == x.dtype and out.shape == x.shape
+        i, j = jitter.shift[0] + 4, jitter.shift[1] + 4  # offset of the crop in the padded frame
+        out = out.numpy() if as_tensor else out
+        np.testing.assert_array_equal(out, padded[:, :, i : i + 20, j : j + 24])  # noqa: E203
+        shifts.add(jitter.shift)
+    assert shifts == {(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)}  # uniform over 0 .. 2 * pad
+    # the same as MONAI's pad + crop for one draw
+    mon = RandSpatialCrop(roi_size=(-1, 20, 24), random_size=False)
+    ref = mon(BorderPad(spatial_border=(0, 4, 4))(torch.as_tensor(clip)))
+    assert ref.shape == out.shape
+    assert RandFrameJitter(pad=4, prob=0.0)(clip) is clip
+    with pytest.raises(ValueError, match="one per channel"):
+        RandFrameJitter(pad=2, value=[1, 2])(clip)
+
+
+def test_rand_frame_jitterd_aligns_keys_and_names_the_file():
+    clip = np.arange(2 * 3 * 8 * 8, dtype=np.uint8).reshape(2, 3, 8, 8)
+    jitter = RandFrameJitterd(("image", "mask"), pad=3).set_random_state(1)
+    for _ in range(10):
+        out = jitter({"image": clip, "mask": clip.copy()})
+        np.testing.assert_array_equal(out["image"], out["mask"])
+    with pytest.raises(ValueError, match="key 'image'.*clip.avi"):
+        jitter({"image": np.zeros((4, 4), np.uint8), "image_meta_dict": {"filename_or_obj": "clip.avi"}, "mask": clip})
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_pad_value_per_channel(as_tensor):
+    video = counting_video(40)
+    video = torch.as_tensor(video) if as_tensor else video
+    clip = ClipSample(length=32, period=2, start=0, pad_value=[200, 201, 202])(video)
+    for c, v in enumerate([200, 201, 202]):
+        assert (clip[c, 20:] == v).all() and (clip[c, :20] != v).all()
+    clips = AllClips(length=32, period=2, pad_value=250)(video)
+    assert (clips[:, :, 20:] == 250).all()
+    with pytest.raises(ValueError, match="one per channel"):
+        ClipSample(length=32, period=2, pad_value=[1, 2])(video)
+
+
 # ---------------------------------------------------------------------------------------------- full pipeline
 
 
@@ -314,3 +366,25 @@ def test_training_and_test_pipelines_on_demo(demo, tmp_path):
     out = test(load_echonet_filelist(demo, "TEST")[0])
     assert out["image"].ndim == 5 and out["image"].shape[1:] == (3, 32, 112, 112)
     assert out["image"].shape[0] == len(range(0, out["image"].meta["num_frames"] - 62, 8))
+
+
+def test_bundle_pipeline_uint8_then_normalised_on_device(demo, tmp_path):
+    """The LVEF bundle's fast path: uint8 views from the cache, normalised by the network's InputNormalization."""
+    from monai_contrastive.networks import InputNormalization
+    from monai_contrastive.transforms import RandMultiViewd
+
+    items = load_echonet_filelist(demo, "TRAIN")
+    mean, std = echonet.fit_video_normalization(items)
+    fill = [int(round(m)) for m in mean]
+    view = Compose([RandClipSampled("image", 32, 2, pad_value=fill), RandFrameJitterd("image", 12, fill)])
+    train = Compose(
+        [LoadVideod("image", cache_dir=str(tmp_path / "cache"), as_tensor=False), RandMultiViewd("image", view)]
+    )
+    loader = torch.utils.data.DataLoader(Dataset(items, train), batch_size=2, collate_fn=list_data_collate)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (2, 2, 3, 32, 112, 112) and batch["image"].dtype == torch.uint8
+    assert not torch.equal(batch["image"][:, 0], batch["image"][:, 1])  # two independent views
+    x = InputNormalization(mean, std)(batch["image"].flatten(0, 1))
+    ref = NormalizeVideo(mean, std)(batch["image"].flatten(0, 1))  # (V, C, T, H, W) stack
+    torch.testing.assert_close(x, ref)
+    assert abs(float(x.mean())) < 0.5

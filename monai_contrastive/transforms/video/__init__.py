@@ -8,11 +8,20 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Echocardiogram video transforms (EchoNet-Dynamic pipeline): loading, clip sampling, normalisation."""
+"""Echocardiogram video transforms (EchoNet-Dynamic pipeline): loading, clip sampling, frame jitter, normalisation."""
 
 from __future__ import annotations
 
-from .array import AllClips, ClipSample, LoadVideo, NormalizeVideo, RandClipSample, clip_starts, video_name
+from .array import (
+    AllClips,
+    ClipSample,
+    LoadVideo,
+    NormalizeVideo,
+    RandClipSample,
+    RandFrameJitter,
+    clip_starts,
+    video_name,
+)
 from .dictionary import (
     AllClipsd,
     AllClipsD,
@@ -29,6 +38,9 @@ from .dictionary import (
     RandClipSampled,
     RandClipSampleD,
     RandClipSampleDict,
+    RandFrameJitterd,
+    RandFrameJitterD,
+    RandFrameJitterDict,
 )
 
 __all__ = [
@@ -37,6 +49,7 @@ __all__ = [
     "LoadVideo",
     "NormalizeVideo",
     "RandClipSample",
+    "RandFrameJitter",
     "clip_starts",
     "video_name",
     "AllClipsd",
@@ -54,4 +67,7 @@ __all__ = [
     "RandClipSampled",
     "RandClipSampleD",
     "RandClipSampleDict",
+    "RandFrameJitterd",
+    "RandFrameJitterD",
+    "RandFrameJitterDict",
 ]

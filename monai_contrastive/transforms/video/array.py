@@ -14,16 +14,17 @@ Array transforms for echocardiogram videos shaped (C, T, H, W), following the Ec
 ``length`` frames every ``period`` frames (random start in training, every start at test time), normalise per
 channel.
 
-Frame jitter (EchoNet's ``pad=12`` augmentation: zero-pad 12 pixels, then crop the original size at random) needs no
-transform of its own: MONAI's spatial transforms treat T, H and W of a (C, T, H, W) array as spatial dimensions, so::
+Frame jitter (EchoNet's ``pad=12`` augmentation: pad 12 pixels with the mean colour, then crop the original size at
+random) is :py:class:`RandFrameJitter`. MONAI's ``BorderPad`` + ``RandSpatialCrop(roi_size=(-1, 112, 112))`` compute the
+same thing (they treat T, H and W of a (C, T, H, W) array as spatial dimensions) but allocate the padded video and
+run on every item of every epoch; ``RandFrameJitter`` writes the crop directly, on uint8, which is what lets the
+cached pipeline deliver clips several times faster (``benchmarks/results/echo_data_pipeline.md``).
 
-    from monai.transforms import BorderPad, RandSpatialCrop
-
-    jitter = [BorderPad(spatial_border=(0, 12, 12)), RandSpatialCrop(roi_size=(-1, 112, 112), random_size=False)]
-
-pads H and W (not T) by 12 on each side and crops a random 112 x 112 window of every frame (one offset per clip;
-``-1`` keeps all frames). Apply it after :py:class:`NormalizeVideo` so the padding is 0 in normalised units, the mean
-colour, as in EchoNet.
+The fast training pipeline keeps clips uint8 end to end (``LoadVideo`` from a ``VideoCache`` -> ``RandClipSample`` ->
+``RandFrameJitter``) and normalises on the accelerator with
+:py:class:`~monai_contrastive.networks.InputNormalization` inside the network: a uint8 clip is a quarter of the bytes
+to copy between DataLoader workers and to the GPU. Padding with ``pad_value`` = the rounded mean colour then gives
+EchoNet's padding (0 after normalisation) to within half a grey level.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ __all__ = [
     "RandClipSample",
     "AllClips",
     "NormalizeVideo",
+    "RandFrameJitter",
     "clip_starts",
     "video_name",
 ]
@@ -100,8 +102,17 @@ def clip_starts(num_frames: int, length: int, period: int, pad_short: bool = Tru
     return padded - span + 1, padded
 
 
-def _gather_frames(img: NdarrayOrTensor, index: np.ndarray) -> NdarrayOrTensor:
-    """``img[:, index]`` along T with any index >= T giving an all-zero frame; ``index`` may be (L,) or (V, L)."""
+def _fill_values(value: float | Sequence[float], channels: int, who: str) -> np.ndarray:
+    """``value`` as a (C, 1, 1, 1) array (one value for every channel, or one per channel)."""
+    v = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if v.ndim != 1 or len(v) not in (1, channels):
+        raise ValueError(f"{who}: pad value must be a number or one per channel ({channels}), got {value!r}.")
+    return np.broadcast_to(v, (channels,)).reshape(-1, 1, 1, 1).copy()
+
+
+def _gather_frames(img: NdarrayOrTensor, index: np.ndarray, pad_value: float | Sequence[float] = 0) -> NdarrayOrTensor:
+    """``img[:, index]`` along T with any index >= T giving a frame of ``pad_value`` (per channel); ``index`` may be
+    (L,) or (V, L)."""
     num_frames = img.shape[1]
     beyond = index >= num_frames
     safe = np.minimum(index, num_frames - 1)
@@ -111,11 +122,12 @@ def _gather_frames(img: NdarrayOrTensor, index: np.ndarray) -> NdarrayOrTensor:
         else:
             out = img[:, torch.as_tensor(safe, device=img.device)]  # (C, V, L, H, W)
         if beyond.any():
-            out[:, torch.as_tensor(beyond, device=img.device)] = 0
+            fill = torch.as_tensor(_fill_values(pad_value, out.shape[0], "ClipSample"), dtype=out.dtype)
+            out[:, torch.as_tensor(beyond, device=img.device)] = fill.to(out.device)
         return out
     out = np.take(img, safe, axis=1)
     if beyond.any():
-        out[:, beyond] = 0
+        out[:, beyond] = _fill_values(pad_value, out.shape[0], "ClipSample").astype(out.dtype)
     return out
 
 
@@ -176,17 +188,27 @@ class ClipSample(Transform):
         length: frames per clip (EchoNet/AdaCon: 32).
         period: sampling period in frames (EchoNet/AdaCon: 2).
         start: first frame.
-        pad_short: zero-pad videos shorter than ``length * period`` frames.
+        pad_short: pad videos shorter than ``length * period`` frames (EchoNet's behaviour).
+        pad_value: value of the padded frames, one number or one per channel. EchoNet pads normalised videos with
+            0, the mean colour; on a uint8 video pass the rounded per-channel mean to get the same.
 
     Raises:
         ValueError: the video is too short (``pad_short=False``) or ``start`` is past the last valid start; the
             message names the file when the input is a MetaTensor from :py:class:`LoadVideo`.
     """
 
-    def __init__(self, length: int = 32, period: int = 2, start: int = 0, pad_short: bool = True) -> None:
+    def __init__(
+        self,
+        length: int = 32,
+        period: int = 2,
+        start: int = 0,
+        pad_short: bool = True,
+        pad_value: float | Sequence[float] = 0,
+    ) -> None:
         if start < 0:
             raise ValueError(f"start must be >= 0, got {start}.")
         self.length, self.period, self.start, self.pad_short = int(length), int(period), int(start), pad_short
+        self.pad_value = pad_value
 
     def _num_starts(self, img: NdarrayOrTensor) -> int:
         _check_video(img, type(self).__name__)
@@ -196,7 +218,7 @@ class ClipSample(Transform):
             raise ValueError(f"{type(self).__name__}{_where(img)}: {e}") from None
 
     def _sample(self, img: NdarrayOrTensor, start: int) -> NdarrayOrTensor:
-        out = _gather_frames(img, start + self.period * np.arange(self.length))
+        out = _gather_frames(img, start + self.period * np.arange(self.length), self.pad_value)
         if isinstance(out, MetaTensor):
             out.meta["clip_start"] = int(start)
         return out
@@ -222,12 +244,15 @@ class RandClipSample(RandomizableTransform, ClipSample):
     Args:
         length: frames per clip.
         period: sampling period in frames.
-        pad_short: zero-pad videos shorter than ``length * period`` frames (EchoNet's behaviour).
+        pad_short: pad videos shorter than ``length * period`` frames (EchoNet's behaviour).
+        pad_value: value of the padded frames (see :py:class:`ClipSample`).
     """
 
-    def __init__(self, length: int = 32, period: int = 2, pad_short: bool = True) -> None:
+    def __init__(
+        self, length: int = 32, period: int = 2, pad_short: bool = True, pad_value: float | Sequence[float] = 0
+    ) -> None:
         RandomizableTransform.__init__(self, prob=1.0)
-        ClipSample.__init__(self, length=length, period=period, start=0, pad_short=pad_short)
+        ClipSample.__init__(self, length=length, period=period, start=0, pad_short=pad_short, pad_value=pad_value)
 
     def randomize(self, data: int) -> None:  # type: ignore[override]
         """Draw a start among ``data`` valid starts."""
@@ -261,13 +286,20 @@ class AllClips(ClipSample):
         period: sampling period in frames.
         stride: distance between consecutive starts (EchoNet: 1).
         max_clips: keep at most this many clips (evenly spread), bounding memory for long videos.
-        pad_short: zero-pad videos shorter than ``length * period`` frames.
+        pad_short: pad videos shorter than ``length * period`` frames.
+        pad_value: value of the padded frames (see :py:class:`ClipSample`).
     """
 
     def __init__(
-        self, length: int = 32, period: int = 2, stride: int = 1, max_clips: int | None = None, pad_short: bool = True
+        self,
+        length: int = 32,
+        period: int = 2,
+        stride: int = 1,
+        max_clips: int | None = None,
+        pad_short: bool = True,
+        pad_value: float | Sequence[float] = 0,
     ) -> None:
-        super().__init__(length=length, period=period, start=0, pad_short=pad_short)
+        super().__init__(length=length, period=period, start=0, pad_short=pad_short, pad_value=pad_value)
         if stride < 1:
             raise ValueError(f"stride must be >= 1, got {stride}.")
         if max_clips is not None and max_clips < 1:
@@ -286,7 +318,7 @@ class AllClips(ClipSample):
         self._num_starts(img)  # validates, naming the file
         starts = self.starts(int(img.shape[1]))
         index = starts[:, None] + self.period * np.arange(self.length)[None]  # (V, L)
-        clips = _gather_frames(img, index)  # (C, V, L, H, W)
+        clips = _gather_frames(img, index, self.pad_value)  # (C, V, L, H, W)
         if isinstance(clips, torch.Tensor):
             clips = clips.transpose(0, 1).contiguous()
             if isinstance(clips, MetaTensor):
@@ -349,4 +381,60 @@ class NormalizeVideo(Transform):
         out = img.astype(dtype, copy=True)
         out -= self.mean.astype(dtype).reshape(shape)
         out *= (1.0 / self.std).astype(dtype).reshape(shape)
+        return out
+
+
+class RandFrameJitter(RandomizableTransform):
+    """
+    EchoNet-Dynamic's frame jitter: pad every frame by ``pad`` pixels on each side with ``value`` and crop the original
+    H x W at a uniformly random offset, the same offset for all frames of the clip (``echonet.datasets.Echo(pad=12)``).
+
+    Equivalent to MONAI ``BorderPad(spatial_border=(0, pad, pad), value=value)`` followed by
+    ``RandSpatialCrop(roi_size=(-1, H, W), random_size=False)`` (both offsets uniform in ``0 .. 2 * pad``), but the
+    crop is written directly into one output array of the input's dtype, without the padded intermediate. Works on
+    numpy arrays and tensors (MetaTensor metadata is kept), any leading dimensions: (..., H, W).
+
+    Args:
+        pad: padding in pixels on each side (EchoNet: 12).
+        value: fill value, one number or one per channel (dimension 0). EchoNet pads normalised videos with 0, the
+            mean colour; for a uint8 clip pass the rounded per-channel mean.
+        prob: probability of jittering (EchoNet: always).
+    """
+
+    def __init__(self, pad: int = 12, value: float | Sequence[float] = 0, prob: float = 1.0) -> None:
+        RandomizableTransform.__init__(self, prob=prob)
+        if pad < 0:
+            raise ValueError(f"pad must be >= 0, got {pad}.")
+        self.pad, self.value = int(pad), value
+        self.shift = (0, 0)
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        self.shift = tuple(int(v) - self.pad for v in self.R.randint(0, 2 * self.pad + 1, size=2))  # type: ignore
+
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+        """
+        Args:
+            img: (C, T, H, W) clip (or any (..., H, W) array with channels first).
+            randomize: draw a new offset; ``False`` reuses the last one (e.g. for an aligned second key).
+        """
+        if not isinstance(img, (np.ndarray, torch.Tensor)) or img.ndim < 3:
+            shape = tuple(img.shape) if hasattr(img, "shape") else type(img).__name__
+            raise ValueError(f"RandFrameJitter{_where(img)}: expected a (C, ..., H, W) array, got {shape}.")
+        if randomize:
+            self.randomize()
+        if not self._do_transform or self.shift == (0, 0):
+            return img
+        dy, dx = self.shift
+        h, w = img.shape[-2:]
+        fill = _fill_values(self.value, img.shape[0], "RandFrameJitter").reshape((-1,) + (1,) * (img.ndim - 1))
+        if isinstance(img, torch.Tensor):
+            out = torch.empty_like(img)
+            out.copy_(torch.as_tensor(fill, dtype=img.dtype, device=img.device).expand(img.shape))
+        else:
+            out = np.empty(img.shape, dtype=img.dtype)
+            out[...] = fill.astype(img.dtype)
+        ys, ye, xs, xe = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
+        if ys < ye and xs < xe:
+            out[..., ys:ye, xs:xe] = img[..., ys + dy : ye + dy, xs + dx : xe + dx]
         return out

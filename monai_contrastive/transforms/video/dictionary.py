@@ -50,6 +50,7 @@ from monai_contrastive.transforms.video.array import (
     LoadVideo,
     NormalizeVideo,
     RandClipSample,
+    RandFrameJitter,
     video_name,
 )
 
@@ -69,6 +70,9 @@ __all__ = [
     "NormalizeVideod",
     "NormalizeVideoD",
     "NormalizeVideoDict",
+    "RandFrameJitterd",
+    "RandFrameJitterD",
+    "RandFrameJitterDict",
 ]
 
 
@@ -152,10 +156,11 @@ class ClipSampled(MapTransform):
         period: int = 2,
         start: int = 0,
         pad_short: bool = True,
+        pad_value: float | Sequence[float] = 0,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.sampler = ClipSample(length=length, period=period, start=start, pad_short=pad_short)
+        self.sampler = ClipSample(length=length, period=period, start=start, pad_short=pad_short, pad_value=pad_value)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
@@ -176,8 +181,9 @@ class RandClipSampled(RandomizableTransform, MapTransform):
         keys: keys of the videos.
         length: frames per clip.
         period: sampling period in frames.
-        pad_short: zero-pad videos shorter than ``length * period`` frames (EchoNet's behaviour); ``False`` raises
+        pad_short: pad videos shorter than ``length * period`` frames (EchoNet's behaviour); ``False`` raises
             for a video shorter than the clip span, naming the key and the file.
+        pad_value: value of padded frames, one number or one per channel (EchoNet: the mean colour).
         allow_missing_keys: don't raise for keys missing from the item.
     """
 
@@ -189,11 +195,12 @@ class RandClipSampled(RandomizableTransform, MapTransform):
         length: int = 32,
         period: int = 2,
         pad_short: bool = True,
+        pad_value: float | Sequence[float] = 0,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob=1.0)
-        self.sampler = RandClipSample(length=length, period=period, pad_short=pad_short)
+        self.sampler = RandClipSample(length=length, period=period, pad_short=pad_short, pad_value=pad_value)
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandClipSampled:
         super().set_random_state(seed, state)
@@ -232,10 +239,13 @@ class AllClipsd(MapTransform):
         stride: int = 1,
         max_clips: int | None = None,
         pad_short: bool = True,
+        pad_value: float | Sequence[float] = 0,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.sampler = AllClips(length=length, period=period, stride=stride, max_clips=max_clips, pad_short=pad_short)
+        self.sampler = AllClips(
+            length=length, period=period, stride=stride, max_clips=max_clips, pad_short=pad_short, pad_value=pad_value
+        )
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
@@ -276,8 +286,49 @@ class NormalizeVideod(MapTransform):
         return d
 
 
+class RandFrameJitterd(RandomizableTransform, MapTransform):
+    """
+    Dictionary version of :py:class:`~monai_contrastive.transforms.video.array.RandFrameJitter`: one random offset per
+    call, shared by every key (aligned clips stay aligned).
+
+    Args:
+        keys: keys of the clips (C, T, H, W).
+        pad: padding in pixels on each side (EchoNet: 12).
+        value: fill value, one number or one per channel.
+        prob: probability of jittering.
+        allow_missing_keys: don't raise for keys missing from the item.
+    """
+
+    backend = [torch.Tensor, np.ndarray]
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        pad: int = 12,
+        value: float | Sequence[float] = 0,
+        prob: float = 1.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob=1.0)
+        self.jitter = RandFrameJitter(pad=pad, value=value, prob=prob)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandFrameJitterd:
+        super().set_random_state(seed, state)
+        self.jitter.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        self.jitter.randomize()
+        for key in self.key_iterator(d):
+            d[key] = _apply(self, d, key, lambda x: self.jitter(x, randomize=False))
+        return d
+
+
 LoadVideoD = LoadVideoDict = LoadVideod
 ClipSampleD = ClipSampleDict = ClipSampled
 RandClipSampleD = RandClipSampleDict = RandClipSampled
 AllClipsD = AllClipsDict = AllClipsd
 NormalizeVideoD = NormalizeVideoDict = NormalizeVideod
+RandFrameJitterD = RandFrameJitterDict = RandFrameJitterd
