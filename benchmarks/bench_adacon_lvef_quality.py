@@ -104,6 +104,21 @@ def _ms(vals):
     return float(t.mean()), float(t.std()) if t.numel() > 1 else 0.0
 
 
+def _mean_predictor(demo_dir: str, demo_kwargs: dict) -> dict | None:
+    """MAE / RMSE / R² on TEST of the constant prediction "mean TRAIN EF" (the floor any model must beat)."""
+    from monai_contrastive.data import generate_echo_demo, load_echonet_filelist
+    from monai_contrastive.handlers import regression_metrics
+
+    try:
+        root = generate_echo_demo(demo_dir, **demo_kwargs)
+    except (OSError, ValueError):
+        return None
+    train = [x["label"] for x in load_echonet_filelist(root, "TRAIN", check_files=False)]
+    test = [x["label"] for x in load_echonet_filelist(root, "TEST", check_files=False)]
+    mean = sum(train) / len(train)
+    return regression_metrics([mean] * len(test), test) | {"n": len(test)}
+
+
 def write_report(results: dict[str, list[dict]], args) -> None:
     with open(os.path.join(BUNDLE, "configs", "demo.json")) as f:
         demo = json.load(f)
@@ -140,6 +155,13 @@ def write_report(results: dict[str, list[dict]], args) -> None:
                 f"{r2[0]:.3f} ± {r2[1]:.3f} | {delta} | {len(rs)} | {mins:.1f} |"
             )
         lines.append("")
+    mean_pred = _mean_predictor(args.demo_dir, demo.get("demo_kwargs", {}))
+    if mean_pred:
+        lines += [
+            f"For scale: predicting the TRAIN mean EF for every TEST video gives MAE {mean_pred['mae']:.2f}, RMSE "
+            f"{mean_pred['rmse']:.2f}, R² {mean_pred['r2']:.3f} (n = {mean_pred['n']}).",
+            "",
+        ]
     lines += ["Per run (TEST MAE all clips / single clip; best epoch):", ""]
     for variant, rs in results.items():
         lines.append(

@@ -11,6 +11,7 @@ import shutil
 import pytest
 import torch
 from ignite.engine import Events
+from monai.bundle import verify_net_in_out
 
 from monai_contrastive.data import generate_echo_demo, load_echonet_filelist
 
@@ -101,6 +102,15 @@ def test_train_resume_evaluate_infer(bundle, capsys, workflow):
     assert {os.path.abspath(r[0]) for r in preds} == {x["image"] for x in test_items}
     assert os.path.isfile(os.path.join(bundle, "eval", "predictions_metrics.json"))
     wf.finalize()
+
+    # MONAI's check of the declared input/output shapes on the inference network (full 32 x 112 x 112 clip)
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=os.path.join(bundle, "configs", "metadata.json"),
+        config_file=os.path.join(bundle, "configs", "inference.json"),
+        bundle_root=bundle,
+        n=1,
+    )
 
 
 def saved_epoch(path):
