@@ -25,6 +25,8 @@ import json
 import math
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -278,6 +280,32 @@ def read_video(path: str) -> np.ndarray:
     return np.ascontiguousarray(video[..., ::-1].transpose(3, 0, 1, 2))
 
 
+def _file_identity(path: str) -> tuple:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _max_map_count() -> int:
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 65530  # Linux's default
+
+
+def _open_file_limit() -> int:
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 1024
+    return 1 << 20 if soft == resource.RLIM_INFINITY else int(soft)
+
+
 class VideoCache:
     """
     Decode each video once and serve it afterwards as a memory-mapped uint8 ``.npy`` array.
@@ -288,8 +316,16 @@ class VideoCache:
     and moved into place with ``os.replace``, so DataLoader workers decoding the same video concurrently, and runs
     killed mid-write, never leave a truncated entry behind; an unreadable entry is decoded again.
 
+    Each process keeps the memory maps of the ``max_open`` most recently used entries open (least recently used
+    closed first): mapping an entry anew for every clip costs system calls and a page-table fault for every page
+    the clip reads, which cut the cached pipeline's throughput by a third (``benchmarks/results/
+    echo_data_pipeline.md``). An open map holds one file descriptor and one memory mapping, hence the bound; a
+    cached entry that was truncated or replaced on disk is mapped again.
+
     Args:
         cache_dir: folder for the cache (created if needed). Stale entries are not deleted automatically.
+        max_open: memory maps kept open per process (0: map the entry anew on every ``get``); ``None``: 16384 (all of
+            EchoNet-Dynamic), or a quarter of the process's open-file limit or of ``vm.max_map_count`` when lower.
 
     Example::
 
@@ -298,9 +334,26 @@ class VideoCache:
         video = cache.get("/data/EchoNet-Dynamic/Videos/0X1A05DFFFCAFB253B.avi")  # (3, T, 112, 112) uint8
     """
 
-    def __init__(self, cache_dir: str) -> None:
+    def __init__(self, cache_dir: str, max_open: int | None = None) -> None:
+        if max_open is None:
+            max_open = min(16384, _open_file_limit() // 4, _max_map_count() // 4)
+        if max_open < 0:
+            raise ValueError(f"VideoCache: max_open must be >= 0, got {max_open}.")
         self.cache_dir = os.path.abspath(os.path.expanduser(str(cache_dir)))
         os.makedirs(self.cache_dir, exist_ok=True)
+        self.max_open = int(max_open)
+        self._open: OrderedDict[str, tuple[np.ndarray, tuple]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        # open maps and the lock do not pickle (spawned DataLoader workers, deepcopy of a Compose): start empty
+        state = self.__dict__.copy()
+        state["_open"], state["_lock"] = OrderedDict(), None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def cache_path(self, path: str) -> str:
         """The ``.npy`` file that holds (or will hold) the decoded ``path``."""
@@ -329,17 +382,34 @@ class VideoCache:
             return None
         return arr
 
-    def get(self, path: str) -> np.ndarray:
+    def get(self, path: str, keep_open: bool = True) -> np.ndarray:
         """
         The decoded video, shape (C=3, T, H, W), uint8, memory-mapped (copy-on-write) from the cache.
+
+        Args:
+            path: the video file.
+            keep_open: keep the map among the ``max_open`` open ones (``False`` for a one-off read).
 
         Raises:
             FileNotFoundError, ValueError: as :py:func:`read_video`, naming ``path``.
         """
         cached = self.cache_path(path)
+        with self._lock:
+            entry = self._open.get(cached)
+        if entry is not None:
+            arr, ident = entry
+            # the file must still be the one mapped, whole: reading a mapping past the end of a file truncated in
+            # place kills the process with SIGBUS (replacing it with os.replace leaves the mapping valid)
+            if _file_identity(cached) == ident:
+                with self._lock:
+                    if cached in self._open:
+                        self._open.move_to_end(cached)
+                return arr
+            with self._lock:
+                self._open.pop(cached, None)
         arr = self._load(cached)
         if arr is not None:
-            return arr
+            return self._remember(cached, arr) if keep_open else arr
         video = read_video(path)
         fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-", suffix=".npy")
         try:
@@ -351,7 +421,24 @@ class VideoCache:
                 os.remove(tmp)
             raise
         arr = self._load(cached)
-        return video if arr is None else arr
+        if arr is None:
+            return video
+        return self._remember(cached, arr) if keep_open else arr
+
+    def _remember(self, cached: str, arr: np.ndarray) -> np.ndarray:
+        if self.max_open > 0:
+            ident = _file_identity(cached)
+            with self._lock:
+                self._open[cached] = (arr, ident)
+                self._open.move_to_end(cached)
+                while len(self._open) > self.max_open:
+                    self._open.popitem(last=False)
+        return arr
+
+    def close(self) -> None:
+        """Drop the memory maps this process holds open (they close once no array uses them)."""
+        with self._lock:
+            self._open.clear()
 
     def prepare(
         self, items: Iterable[dict | str], num_workers: int = 0, progress: bool = True, key: str = "image"
@@ -375,7 +462,7 @@ class VideoCache:
 
         def _one(p: str) -> tuple[str, str | None, str | None]:
             try:
-                self.get(p)
+                self.get(p, keep_open=False)
                 return p, self.cache_path(p), None
             except (OSError, ValueError, RuntimeError) as e:
                 return p, None, f"{type(e).__name__}: {e}"
@@ -438,7 +525,7 @@ def fit_video_normalization(
     # exact integer histograms per channel: no float accumulation error over ~10^8 pixels
     hist: np.ndarray | None = None
     for p in paths:
-        video = cache.get(p) if cache is not None else read_video(p)
+        video = cache.get(p, keep_open=False) if cache is not None else read_video(p)
         counts = np.stack([np.bincount(np.asarray(video[c]).ravel(), minlength=256) for c in range(video.shape[0])])
         if hist is not None and counts.shape != hist.shape:
             raise ValueError(f"fit_video_normalization: {p} has {video.shape[0]} channels, expected {hist.shape[0]}.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import shutil
 
 import numpy as np
@@ -311,6 +312,32 @@ def test_cache_recovers_from_damaged_entry(demo, tmp_path):
     with open(cache.cache_path(path), "r+b") as f:
         f.truncate(100)
     np.testing.assert_array_equal(cache.get(path), read_video(path))
+
+
+def test_cache_keeps_maps_open_and_bounded(demo, tmp_path, monkeypatch):
+    paths = [it["image"] for it in load_echonet_filelist(demo, "ALL")[:3]]
+    cache = VideoCache(str(tmp_path / "cache"), max_open=2)
+    cache.prepare(paths, progress=False)
+    loads = []
+    real = VideoCache._load
+    monkeypatch.setattr(VideoCache, "_load", staticmethod(lambda p: loads.append(p) or real(p)))
+    first = cache.get(paths[0])
+    assert cache.get(paths[0]) is first and len(loads) == 1  # served from the open map
+    cache.get(paths[1])
+    cache.get(paths[2])  # evicts paths[0], the least recently used
+    assert len(cache._open) == 2 and len(loads) == 3
+    np.testing.assert_array_equal(cache.get(paths[0]), first)
+    assert len(loads) == 4
+    pickled = pickle.loads(pickle.dumps(cache))  # spawned workers and deep copies start with no open maps
+    assert pickled.max_open == 2 and len(pickled._open) == 0
+    np.testing.assert_array_equal(pickled.get(paths[0]), first)
+    assert VideoCache(str(tmp_path / "cache"), max_open=0).get(paths[0]) is not first
+    with pytest.raises(ValueError, match="max_open"):
+        VideoCache(str(tmp_path / "cache"), max_open=-1)
+    assert 1 <= VideoCache(str(tmp_path / "cache")).max_open <= 16384
+    fresh = VideoCache(str(tmp_path / "cache"))
+    fresh.prepare(paths, progress=False)  # checking entries keeps no map open
+    assert len(fresh._open) == 0
 
 
 def test_cache_prepare(demo, tmp_path, monkeypatch):

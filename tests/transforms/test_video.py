@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from monai.data import Dataset, MetaTensor, list_data_collate
+from monai.data import Dataset, MetaTensor, ThreadDataLoader, list_data_collate
 from monai.data.utils import worker_init_fn
 from monai.transforms import BorderPad, BorderPadd, Compose, CopyItemsd, RandSpatialCrop, RandSpatialCropd
 
@@ -25,6 +25,8 @@ from monai_contrastive.transforms.video import (
     RandClipSampled,
     RandClipSampleD,
     RandClipSampleDict,
+    RandClipViews,
+    RandClipViewsd,
     RandFrameJitter,
     RandFrameJitterd,
     clip_starts,
@@ -368,23 +370,91 @@ def test_training_and_test_pipelines_on_demo(demo, tmp_path):
     assert out["image"].shape[0] == len(range(0, out["image"].meta["num_frames"] - 62, 8))
 
 
+def loop_views(img: np.ndarray, starts, shifts, length: int, period: int, fill) -> np.ndarray:
+    """Plain-loop reference for RandClipViews: out[v, c, i, y, x] = img[c, start + period * i, y + dy, x + dx] when
+    that frame and pixel exist, else fill[c] (EchoNet: end padding of short videos, then pad + crop jitter)."""
+    c_, t_, h_, w_ = img.shape
+    fill = np.broadcast_to(np.asarray(fill), (c_,))
+    out = np.empty((len(starts), c_, length, h_, w_), img.dtype)
+    for v, (start, (dy, dx)) in enumerate(zip(starts, shifts)):
+        for c in range(c_):
+            for i in range(length):
+                t = start + period * i
+                for y in range(h_):
+                    for x in range(w_):
+                        inside = t < t_ and 0 <= y + dy < h_ and 0 <= x + dx < w_
+                        out[v, c, i, y, x] = img[c, t, y + dy, x + dx] if inside else fill[c]
+    return out
+
+
+@pytest.mark.parametrize("num_frames", [5, 13, 40])
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_rand_clip_views_matches_loop(num_frames, as_tensor):
+    img = np.random.default_rng(num_frames).integers(1, 255, (3, num_frames, 9, 11), dtype=np.uint8)
+    views = RandClipViews(num_views=4, length=6, period=3, pad=4, pad_value=[0, 7, 250]).set_random_state(3)
+    out = views(torch.as_tensor(img) if as_tensor else img)
+    assert type(out) is (torch.Tensor if as_tensor else np.ndarray) and out.shape == (4, 3, 6, 9, 11)
+    assert out.dtype == (torch.uint8 if as_tensor else np.uint8)
+    ref = loop_views(img, views.starts, views.shifts, 6, 3, [0, 7, 250])
+    np.testing.assert_array_equal(np.asarray(out), ref)
+    assert len(set(views.starts)) > 1 or num_frames <= 18  # independent draws per view
+
+
+def test_rand_clip_views_equals_composed_transforms():
+    """Same draws, same order, same output as RandMultiView(Compose([RandClipSample, RandFrameJitter]))."""
+    from monai_contrastive.transforms import RandMultiView
+
+    rng = np.random.default_rng(0)
+    for num_frames in (10, 40, 81):
+        img = rng.integers(0, 255, (3, num_frames, 20, 24), dtype=np.uint8)
+        for seed in range(4):
+            fused = RandClipViews(3, length=8, period=3, pad=5, pad_value=[7, 8, 9], prob=0.7).set_random_state(seed)
+            clip, jitter = RandClipSample(8, 3, pad_value=[7, 8, 9]), RandFrameJitter(5, [7, 8, 9], prob=0.7)
+            composed = Compose([clip, jitter])  # Compose reseeds its members: share one state afterwards
+            state = np.random.RandomState(seed)
+            clip.set_random_state(state=state)
+            jitter.set_random_state(state=state)
+            ref = RandMultiView(composed, num_views=3)(img).numpy()
+            np.testing.assert_array_equal(fused(img), ref)
+
+
+def test_rand_clip_viewsd_keys_errors_and_reuse(tmp_path):
+    video = counting_video(40, size=6)
+    views = RandClipViewsd("image", num_views=2, length=4, period=2, pad=0, view_keys=["image", "image_2"])
+    out = views.set_random_state(0)({"image": video, "label": 1.0})
+    assert out["image"].shape == out["image_2"].shape == (3, 4, 6, 6) and out["label"] == 1.0
+    for key, start in zip(("image", "image_2"), views.views.starts):
+        np.testing.assert_array_equal(frame_ids(out[key]), start + 1 + 2 * np.arange(4))
+    stacked = RandClipViewsd("image", num_views=3, length=4, period=2).set_random_state(0)({"image": video})
+    assert stacked["image"].shape == (3, 3, 4, 6, 6)
+    with pytest.raises(ValueError, match="distinct view_keys"):
+        RandClipViewsd("image", num_views=2, view_keys=["image"])
+    with pytest.raises(ValueError, match="exactly one input key"):
+        RandClipViewsd(["image", "mask"], num_views=2, view_keys=["a", "b"])
+    path = write_counting_avi(str(tmp_path / "short.avi"), 20)
+    loaded = LoadVideod("image")({"image": path})
+    with pytest.raises(ValueError, match="RandClipViewsd: key 'image'.*short.avi.*20 frames"):
+        RandClipViewsd("image", length=32, period=2, pad_short=False)(loaded)
+    single = RandClipViews(num_views=2, length=4, period=2, pad=1).set_random_state(1)
+    first = single(video)
+    np.testing.assert_array_equal(single(video, randomize=False), first)
+
+
 def test_bundle_pipeline_uint8_then_normalised_on_device(demo, tmp_path):
     """The LVEF bundle's fast path: uint8 views from the cache, normalised by the network's InputNormalization."""
     from monai_contrastive.networks import InputNormalization
-    from monai_contrastive.transforms import RandMultiViewd
 
     items = load_echonet_filelist(demo, "TRAIN")
     mean, std = echonet.fit_video_normalization(items)
     fill = [int(round(m)) for m in mean]
-    view = Compose([RandClipSampled("image", 32, 2, pad_value=fill), RandFrameJitterd("image", 12, fill)])
-    train = Compose(
-        [LoadVideod("image", cache_dir=str(tmp_path / "cache"), as_tensor=False), RandMultiViewd("image", view)]
-    )
-    loader = torch.utils.data.DataLoader(Dataset(items, train), batch_size=2, collate_fn=list_data_collate)
+    views = RandClipViewsd("image", 2, 32, 2, pad=12, pad_value=fill, view_keys=["image", "image_2"])
+    train = Compose([LoadVideod("image", cache_dir=str(tmp_path / "cache"), as_tensor=False), views])
+    loader = ThreadDataLoader(Dataset(items, train), batch_size=2, num_workers=0, collate_fn=list_data_collate)
     batch = next(iter(loader))
-    assert batch["image"].shape == (2, 2, 3, 32, 112, 112) and batch["image"].dtype == torch.uint8
-    assert not torch.equal(batch["image"][:, 0], batch["image"][:, 1])  # two independent views
-    x = InputNormalization(mean, std)(batch["image"].flatten(0, 1))
-    ref = NormalizeVideo(mean, std)(batch["image"].flatten(0, 1))  # (V, C, T, H, W) stack
+    assert batch["image"].shape == batch["image_2"].shape == (2, 3, 32, 112, 112)
+    assert batch["image"].dtype == torch.uint8
+    assert not torch.equal(batch["image"], batch["image_2"])  # two independent views
+    x = InputNormalization(mean, std)(batch["image"])
+    ref = NormalizeVideo(mean, std)(batch["image"])  # (B, C, T, H, W) read as a stack of clips
     torch.testing.assert_close(x, ref)
     assert abs(float(x.mean())) < 0.5

@@ -20,8 +20,8 @@ same thing (they treat T, H and W of a (C, T, H, W) array as spatial dimensions)
 run on every item of every epoch; ``RandFrameJitter`` writes the crop directly, on uint8, which is what lets the
 cached pipeline deliver clips several times faster (``benchmarks/results/echo_data_pipeline.md``).
 
-The fast training pipeline keeps clips uint8 end to end (``LoadVideo`` from a ``VideoCache`` -> ``RandClipSample`` ->
-``RandFrameJitter``) and normalises on the accelerator with
+The fast training pipeline keeps clips uint8 end to end (``LoadVideo`` from a ``VideoCache`` -> ``RandClipViews``, which
+does ``RandClipSample`` + ``RandFrameJitter`` for every view in one copy) and normalises on the accelerator with
 :py:class:`~monai_contrastive.networks.InputNormalization` inside the network: a uint8 clip is a quarter of the bytes
 to copy between DataLoader workers and to the GPU. Padding with ``pad_value`` = the rounded mean colour then gives
 EchoNet's padding (0 after normalisation) to within half a grey level.
@@ -48,6 +48,7 @@ __all__ = [
     "AllClips",
     "NormalizeVideo",
     "RandFrameJitter",
+    "RandClipViews",
     "clip_starts",
     "video_name",
 ]
@@ -437,4 +438,153 @@ class RandFrameJitter(RandomizableTransform):
         ys, ye, xs, xe = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
         if ys < ye and xs < xe:
             out[..., ys:ye, xs:xe] = img[..., ys + dy : ye + dy, xs + dx : xe + dx]
+        return out
+
+
+def _write_view(
+    img: NdarrayOrTensor, out: NdarrayOrTensor, start: int, period: int, shift: tuple[int, int], fill: NdarrayOrTensor
+) -> None:
+    """
+    ``out[c, i, y, x] = img[c, start + period * i, y + dy, x + dx]`` where that frame and pixel exist, ``fill[c]``
+    elsewhere: a clip (:py:class:`ClipSample` with end padding) and its frame jitter (:py:class:`RandFrameJitter`)
+    written in one pass. ``img`` (C, T, H, W), ``out`` (C, L, H, W) of the same type, ``fill`` (C, 1, 1, 1).
+    """
+    num_frames, h, w = img.shape[1], img.shape[2], img.shape[3]
+    length = out.shape[1]
+    n = 0 if start >= num_frames else min(length, (num_frames - 1 - start) // period + 1)  # frames that exist
+    dy, dx = shift
+    ys, ye, xs, xe = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
+    if n < length:
+        out[:, n:] = fill
+    if n == 0:
+        return
+    if ys >= ye or xs >= xe:  # shifted out of view entirely (pad >= H or W)
+        out[:, :n] = fill
+        return
+    # only the border strips are filled: the interior is written once, straight from the source frames
+    if ys > 0:
+        out[:, :n, :ys] = fill
+    if ye < h:
+        out[:, :n, ye:] = fill
+    if xs > 0:
+        out[:, :n, ys:ye, :xs] = fill
+    if xe < w:
+        out[:, :n, ys:ye, xe:] = fill
+    stop = start + period * (n - 1) + 1
+    out[:, :n, ys:ye, xs:xe] = img[:, start:stop:period, ys + dy : ye + dy, xs + dx : xe + dx]
+
+
+class RandClipViews(RandomizableTransform, ClipSample):
+    """
+    ``num_views`` independent training views of one video, each a clip of ``length`` frames every ``period`` frames
+    from its own uniformly random start with its own frame jitter: EchoNet-Dynamic's training clip, drawn once per
+    view for AdaCon's batch augmentation.
+
+    Gives exactly ``RandMultiView(Compose([RandClipSample(length, period, pad_short, pad_value),
+    RandFrameJitter(pad, pad_value, prob)]), num_views)`` (same random draws in the same order: start, jitter
+    decision, jitter offset, view after view), but writes every output byte once, straight from the (memory-mapped)
+    video into the output, instead of gathering the clip, filling and cropping a jittered copy and stacking the
+    views. Reading a :py:class:`~monai_contrastive.data.echonet.VideoCache` entry it touches only the frames and rows
+    it keeps. This is the step that makes a cached training clip cheap (``benchmarks/results/echo_data_pipeline.md``).
+
+    Input (C, T, H, W), numpy array or tensor, any dtype (uint8 in the fast pipeline); output (V, C, length, H, W),
+    same type and dtype. The draws of the last call are ``self.starts`` and ``self.shifts`` (``(dy, dx)`` per view).
+
+    Args:
+        num_views: V.
+        length: frames per clip (EchoNet/AdaCon: 32).
+        period: sampling period in frames (EchoNet/AdaCon: 2).
+        pad: frame jitter in pixels on each side (EchoNet: 12).
+        pad_value: value of padded frames and jitter borders, one number or one per channel (EchoNet pads normalised
+            videos with 0, the mean colour: for a uint8 video pass the rounded per-channel mean).
+        prob: probability of jittering each view.
+        pad_short: pad videos shorter than ``length * period`` frames at the end (EchoNet's behaviour); ``False``
+            raises for a video shorter than the clip span.
+
+    Raises:
+        ValueError: the video is too short (``pad_short=False``) or not (C, T, H, W), naming the file when the input
+            is a MetaTensor from :py:class:`LoadVideo`.
+    """
+
+    def __init__(
+        self,
+        num_views: int = 2,
+        length: int = 32,
+        period: int = 2,
+        pad: int = 12,
+        pad_value: float | Sequence[float] = 0,
+        prob: float = 1.0,
+        pad_short: bool = True,
+    ) -> None:
+        RandomizableTransform.__init__(self, prob=prob)
+        ClipSample.__init__(self, length=length, period=period, start=0, pad_short=pad_short, pad_value=pad_value)
+        if num_views < 1:
+            raise ValueError(f"num_views must be >= 1, got {num_views}.")
+        if pad < 0:
+            raise ValueError(f"pad must be >= 0, got {pad}.")
+        self.num_views, self.pad = int(num_views), int(pad)
+        self.starts: list[int] = []
+        self.shifts: list[tuple[int, int]] = []
+
+    def randomize(self, data: int) -> None:  # type: ignore[override]
+        """For each view, draw a start among ``data`` valid starts, whether to jitter, and the jitter offset."""
+        self._do_transform = True
+        starts, shifts = [], []
+        for _ in range(self.num_views):
+            starts.append(int(self.R.randint(data)))
+            jitter = self.R.rand() < self.prob
+            dy, dx = (int(v) - self.pad for v in self.R.randint(0, 2 * self.pad + 1, size=2))
+            shifts.append((dy, dx) if jitter else (0, 0))
+        self.starts, self.shifts = starts, shifts
+
+    def _fill(self, img: NdarrayOrTensor, out: NdarrayOrTensor) -> NdarrayOrTensor:
+        fill = _fill_values(self.pad_value, img.shape[0], type(self).__name__)
+        if isinstance(out, torch.Tensor):
+            return torch.as_tensor(fill, device=out.device).to(out.dtype)
+        return fill.astype(out.dtype)
+
+    def write(self, img: NdarrayOrTensor, outs: Sequence[NdarrayOrTensor]) -> None:
+        """Write view ``v`` of the last draw into ``outs[v]`` (C, length, H, W) (e.g. separate arrays per view)."""
+        if len(outs) != len(self.starts):
+            raise ValueError(f"{type(self).__name__}: {len(outs)} outputs for {len(self.starts)} drawn views.")
+        src = img.as_tensor() if isinstance(img, MetaTensor) else img
+        if (
+            isinstance(src, np.ndarray)
+            and src.flags.writeable
+            and all(isinstance(o, np.ndarray) for o in outs)
+            and torch.get_num_threads() > 1
+        ):
+            # torch copies strided uint8 blocks on its intra-op threads: 1.5x numpy's speed with 2 threads (in
+            # DataLoader worker processes torch uses one thread, and numpy is as fast). from_numpy shares memory.
+            src, outs = torch.from_numpy(src), [torch.from_numpy(o) for o in outs]
+        fill = self._fill(img, outs[0]) if outs else None
+        for out, start, shift in zip(outs, self.starts, self.shifts):
+            _write_view(src, out, start, self.period, shift, fill)
+
+    def empty(self, img: NdarrayOrTensor, stacked: bool = True) -> NdarrayOrTensor:
+        """Uninitialised output for ``img`` of its type, dtype and device: (V, C, length, H, W), or one view
+        (C, length, H, W) with ``stacked=False``."""
+        shape = (img.shape[0], self.length, *img.shape[2:])
+        shape = (self.num_views, *shape) if stacked else shape
+        if isinstance(img, torch.Tensor):
+            return torch.empty(shape, dtype=img.dtype, device=img.device)
+        return np.empty(shape, dtype=img.dtype)
+
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:  # type: ignore[override]
+        """
+        Args:
+            img: video (C, T, H, W).
+            randomize: draw new clips; ``False`` reuses the last draw (e.g. for an aligned second key).
+        """
+        num_starts = self._num_starts(img)
+        if randomize:
+            self.randomize(num_starts)
+        elif not self.starts or max(self.starts) >= num_starts:
+            raise ValueError(f"{type(self).__name__}{_where(img)}: the last draw is not valid for this video.")
+        out = self.empty(img)
+        self.write(img, list(out))
+        if isinstance(img, MetaTensor):
+            meta = dict(img.meta)
+            meta["clip_starts"] = list(self.starts)
+            return MetaTensor(out, meta=meta)
         return out

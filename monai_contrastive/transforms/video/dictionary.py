@@ -50,6 +50,7 @@ from monai_contrastive.transforms.video.array import (
     LoadVideo,
     NormalizeVideo,
     RandClipSample,
+    RandClipViews,
     RandFrameJitter,
     video_name,
 )
@@ -73,6 +74,9 @@ __all__ = [
     "RandFrameJitterd",
     "RandFrameJitterD",
     "RandFrameJitterDict",
+    "RandClipViewsd",
+    "RandClipViewsD",
+    "RandClipViewsDict",
 ]
 
 
@@ -100,6 +104,24 @@ def _apply(transform: MapTransform, d: Mapping, key: Hashable, fn: Callable[[Any
         src = _source(d, key, value)
         where = f" ({src})" if src and src not in msg else ""
         raise type(e)(f"{type(transform).__name__}: key {key!r}{where}: {msg}") from e
+
+
+def _draw_shared(
+    transform: MapTransform, sampler: ClipSample, d: Mapping, key: Hashable, num_frames: int | None
+) -> int:
+    """
+    Draw ``sampler``'s clip start(s) from the first key's video (``num_frames`` None) and return its frame count; a
+    later key must have as many frames, since one draw is shared by all keys.
+    """
+    if num_frames is None:
+        _apply(transform, d, key, lambda x: sampler.randomize(sampler._num_starts(x)))
+        return int(d[key].shape[1])
+    if d[key].shape[1] != num_frames:
+        raise ValueError(
+            f"{type(transform).__name__}: key {key!r} has {d[key].shape[1]} frames but the first key has "
+            f"{num_frames}; one draw is shared by all keys, use one instance per key for independent clips."
+        )
+    return num_frames
 
 
 class LoadVideod(MapTransform):
@@ -211,14 +233,7 @@ class RandClipSampled(RandomizableTransform, MapTransform):
         d = dict(data)
         num_frames: int | None = None
         for key in self.key_iterator(d):
-            if num_frames is None:
-                _apply(self, d, key, lambda x: self.sampler.randomize(self.sampler._num_starts(x)))
-                num_frames = int(d[key].shape[1])
-            elif d[key].shape[1] != num_frames:
-                raise ValueError(
-                    f"RandClipSampled: key {key!r} has {d[key].shape[1]} frames but the first key has {num_frames}; "
-                    "one draw is shared by all keys, use one instance per key for independent clips."
-                )
+            num_frames = _draw_shared(self, self.sampler, d, key, num_frames)
             d[key] = _apply(self, d, key, lambda x: self.sampler(x, randomize=False))
         return d
 
@@ -326,9 +341,90 @@ class RandFrameJitterd(RandomizableTransform, MapTransform):
         return d
 
 
+class RandClipViewsd(RandomizableTransform, MapTransform):
+    """
+    Dictionary version of :py:class:`~monai_contrastive.transforms.video.array.RandClipViews`: ``num_views``
+    independent random clips with frame jitter, written in one copy each.
+
+    One set of draws per call, shared by every key (aligned videos stay aligned). Each key's (C, T, H, W) video
+    becomes a (V, C, length, H, W) stack (for :py:class:`~monai_contrastive.engines.MultiViewTrainer`'s
+    ``stacked_keys``), or, with ``view_keys``, view ``v`` goes to its own key ``view_keys[v]`` as (C, length, H, W)
+    (for ``MultiViewTrainer(view_keys=...)``; the ARCHITECTURE's ``image``, ``image_2``, ... layout). Separate keys
+    collate into separate, smaller batch tensors; see ``benchmarks/results/echo_data_pipeline.md`` for why that is
+    faster than one stacked batch.
+
+    Args:
+        keys: keys of the videos (exactly one with ``view_keys``).
+        num_views: V.
+        length: frames per clip.
+        period: sampling period in frames.
+        pad: frame jitter in pixels on each side (EchoNet: 12).
+        pad_value: value of padded frames and jitter borders, one number or one per channel.
+        prob: probability of jittering each view.
+        pad_short: pad videos shorter than ``length * period`` frames (EchoNet's behaviour).
+        view_keys: output key of each view (may include the input key, e.g. ``["image", "image_2"]``).
+        allow_missing_keys: don't raise for keys missing from the item.
+    """
+
+    backend = [torch.Tensor, np.ndarray]
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        num_views: int = 2,
+        length: int = 32,
+        period: int = 2,
+        pad: int = 12,
+        pad_value: float | Sequence[float] = 0,
+        prob: float = 1.0,
+        pad_short: bool = True,
+        view_keys: Sequence[Hashable] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob=1.0)
+        self.views = RandClipViews(
+            num_views=num_views,
+            length=length,
+            period=period,
+            pad=pad,
+            pad_value=pad_value,
+            prob=prob,
+            pad_short=pad_short,
+        )
+        if view_keys is not None:
+            view_keys = [view_keys] if isinstance(view_keys, str) else list(view_keys)
+            if len(view_keys) != num_views or len(set(view_keys)) != num_views:
+                raise ValueError(f"RandClipViewsd: need {num_views} distinct view_keys, got {view_keys}.")
+            if len(self.keys) != 1:
+                raise ValueError(f"RandClipViewsd: view_keys needs exactly one input key, got {self.keys}.")
+        self.view_keys = view_keys
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandClipViewsd:
+        super().set_random_state(seed, state)
+        self.views.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        num_frames: int | None = None
+        for key in self.key_iterator(d):
+            num_frames = _draw_shared(self, self.views, d, key, num_frames)
+            if self.view_keys is None:
+                d[key] = _apply(self, d, key, lambda x: self.views(x, randomize=False))
+                continue
+            video = d[key]
+            outs = [self.views.empty(video, stacked=False) for _ in self.view_keys]
+            _apply(self, d, key, lambda x: self.views.write(x, outs))
+            for view_key, out in zip(self.view_keys, outs):
+                d[view_key] = out
+        return d
+
+
 LoadVideoD = LoadVideoDict = LoadVideod
 ClipSampleD = ClipSampleDict = ClipSampled
 RandClipSampleD = RandClipSampleDict = RandClipSampled
 AllClipsD = AllClipsDict = AllClipsd
 NormalizeVideoD = NormalizeVideoDict = NormalizeVideod
 RandFrameJitterD = RandFrameJitterDict = RandFrameJitterd
+RandClipViewsD = RandClipViewsDict = RandClipViewsd
