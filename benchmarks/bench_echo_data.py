@@ -175,17 +175,18 @@ def stage_breakdown(items: list[dict], transform: Compose, n: int, batch_size: i
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    warm = len(items)  # one pass over every video first: open maps, allocator and page cache as in a long run
     try:
         totals = np.zeros(len(transform.transforms) + 1)
         outputs = []
-        for i in range(n + 2):
+        for i in range(n + warm):
             d = items[i % len(items)]
             for k, t in enumerate(transform.transforms):
                 t0 = time.process_time()
                 d = t(d)
-                if i >= 2:  # skip two warm-up items
+                if i >= warm:
                     totals[k] += time.process_time() - t0
-            if i >= 2:
+            if i >= warm:
                 outputs.append(d)
         for b in range(0, len(outputs) - batch_size + 1, batch_size):
             t0 = time.process_time()
@@ -283,8 +284,6 @@ def main() -> None:
     wall = time.perf_counter() - wall0
     others = (busy_cpu_seconds() - busy0) - (own_cpu_seconds() - own0)
     staged = [c for c in CONFIGS if c.name in ("decode-float", "decode", "cache", "cache, previous")]
-    for cfg in staged:  # warm the allocator / page cache first so that the first one measured is not penalised
-        stage_breakdown(items, make(cfg, cache_dir, mean, std), args.batch_size, args.batch_size)
     breakdown = {c.name: stage_breakdown(items, make(c, cache_dir, mean, std), 40, args.batch_size) for c in staged}
 
     def med(name: str, field: str) -> float:
@@ -359,8 +358,9 @@ def main() -> None:
         f"Filling the cache once (`VideoCache.prepare`, 1 thread): {prepare_s:.1f} s for {len(items)} videos "
         f"({1000 * prepare_s / len(items):.0f} ms/video).",
         "",
-        "CPU cost per item by stage (ms, `time.process_time`, one process, 1 torch thread; the two views' instances",
-        "of a transform summed; the collation is the batch's cost divided by its items, in this process's memory):",
+        "CPU cost per item by stage (ms, `time.process_time`, one process, 1 torch thread, after one pass over every",
+        "video; the two views' instances of a transform summed; the collation is the batch's cost divided by its",
+        "items, in this process's memory):",
         "",
         "| stage | " + " | ".join(c.name for c in staged) + " |",
         "|---|" + "---:|" * len(staged),
