@@ -438,6 +438,9 @@ def test_rand_clip_viewsd_keys_errors_and_reuse(tmp_path):
     single = RandClipViews(num_views=2, length=4, period=2, pad=1).set_random_state(1)
     first = single(video)
     np.testing.assert_array_equal(single(video, randomize=False), first)
+    meta = single(LoadVideo()(write_counting_avi(str(tmp_path / "long.avi"), 40)))
+    assert isinstance(meta, MetaTensor) and meta.shape == (2, 3, 4, 16, 16)
+    assert meta.meta["clip_starts"] == single.starts and meta.meta["filename_or_obj"].endswith("long.avi")
 
 
 def test_bundle_pipeline_uint8_then_normalised_on_device(demo, tmp_path):

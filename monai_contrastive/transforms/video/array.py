@@ -554,7 +554,7 @@ class RandClipViews(RandomizableTransform, ClipSample):
             and all(isinstance(o, np.ndarray) for o in outs)
             and torch.get_num_threads() > 1
         ):
-            # torch copies strided uint8 blocks on its intra-op threads: 1.5x numpy's speed with 2 threads (in
+            # torch copies strided uint8 blocks on its intra-op threads: ~1.4x numpy's speed with 2 threads (in
             # DataLoader worker processes torch uses one thread, and numpy is as fast). from_numpy shares memory.
             src, outs = torch.from_numpy(src), [torch.from_numpy(o) for o in outs]
         fill = self._fill(img, outs[0]) if outs else None
