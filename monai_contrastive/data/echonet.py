@@ -435,11 +435,6 @@ class VideoCache:
                     self._open.popitem(last=False)
         return arr
 
-    def close(self) -> None:
-        """Drop the memory maps this process holds open (they close once no array uses them)."""
-        with self._lock:
-            self._open.clear()
-
     def prepare(
         self, items: Iterable[dict | str], num_workers: int = 0, progress: bool = True, key: str = "image"
     ) -> list[str]:
