@@ -103,7 +103,7 @@ def run_one(variant: str, seed: int, args, work_dir: str) -> dict:
         "num_workers": args.workers,
         "demo_dir": args.demo_dir,
         "demo_kwargs": {"num_patients": args.patients},
-        "train#handlers#5": {"_target_": "monai.handlers.StatsHandler", "iteration_log": False},
+        "train#log_handlers#0": {"_target_": "monai.handlers.StatsHandler", "iteration_log": False},
     }
     if args.backbone != "efficientnet-b1":
         overrides["backbone#model_name"] = args.backbone
