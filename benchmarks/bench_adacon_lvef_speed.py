@@ -23,7 +23,7 @@ import monai
 import torch
 from monai.bundle import ConfigParser
 
-from monai_contrastive.engines import MultiViewTrainer
+from monai_contrastive.engines import MultiViewTrainer, PrepareViewBatch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUNDLE = os.path.join(os.path.dirname(HERE), "bundles", "adacon_lvef_echo")
@@ -72,7 +72,7 @@ def measure(device, amp, batch, views, length, size, iters, warmup, gamma_con) -
         optimizer=opt,
         loss_function=loss,
         amp=amp,
-        stacked_keys=["image"],
+        prepare_batch=PrepareViewBatch(stacked_keys=["image"], sample_keys=["label"]),
         label_key="label",
     )
     times: list[float] = []

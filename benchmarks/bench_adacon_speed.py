@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import monai  # noqa: E402
 from monai.networks.nets import EfficientNetBN  # noqa: E402
 
-from monai_contrastive.engines import MultiViewTrainer  # noqa: E402
+from monai_contrastive.engines import MultiViewTrainer, PrepareViewBatch  # noqa: E402
 from monai_contrastive.losses import ECDF, AdaptiveMarginContrastiveLoss, MultiTaskRegressionLoss, SupConLoss  # noqa
 from monai_contrastive.networks import RegressionContrastiveNet  # noqa: E402
 
@@ -235,7 +235,7 @@ def bench_train_step(
             optimizer=opt,
             loss_function=loss,
             amp=False,
-            stacked_keys=["image"],
+            prepare_batch=PrepareViewBatch(stacked_keys=["image"], sample_keys=["label"]),
         )
     images = torch.rand(batch, views, 1, size, size, generator=g)
     batch_data = {"image": images, "label": 0.6 + 0.8 * torch.rand(batch, generator=g)}
@@ -267,7 +267,7 @@ def bench_train_step(
         r += 1
     # direct timing of the extra work of the contrastive branch on the features of one step (N = 64)
     n = batch * views
-    head = copy.deepcopy(trainers[names[1]].network.projection)
+    head = copy.deepcopy(trainers[names[1]].network.heads["embedding"])
     head_opt = torch.optim.SGD(head.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     feats = torch.randn(n, 1280, generator=g).relu().requires_grad_(True)
     y = batch_data["label"].repeat_interleave(views)

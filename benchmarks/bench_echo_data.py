@@ -44,8 +44,9 @@ import torch
 from monai.data import DataLoader, Dataset, ThreadDataLoader, list_data_collate
 from monai.transforms import BorderPadd, Compose, CopyItemsd, RandSpatialCropd
 
-from monai_contrastive.data.echonet import VideoCache, fit_video_normalization, load_echonet_filelist
+from monai_contrastive.data.echonet import load_echonet_filelist
 from monai_contrastive.data.synthetic_echo import generate_echo_demo
+from monai_contrastive.data.video import VideoCache, fit_video_normalization
 from monai_contrastive.transforms import RandMultiViewd
 from monai_contrastive.transforms.video import (
     LoadVideod,

@@ -1,3 +1,3 @@
 """monai-contrastive: contrastive learning methods for medical imaging as a MONAI plugin."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,18 +1,41 @@
-"""2 CPU processes (gloo) + DDP compute the loss and gradients of one process on the whole batch."""
+"""2 CPU processes (gloo) + DDP compute what one process computes on the whole batch.
+
+One ``mp.spawn`` runs every check of ``CHECKS`` in the same 2 workers. A check is a function ``(rank, world) ->
+dict`` of tensors (or lists of tensors) that uses rank ``rank``'s slice of the batch; ``world == 1`` (no process
+group) is the single-process reference on the whole batch. Each worker saves a check's result to
+``<out_dir>/<name>_<rank>.pt`` and the test compares it with the reference. To add a check, append
+``(name, function)`` to ``CHECKS``.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from ignite.engine import Events
+from monai.data import DataLoader
 
-from monai_contrastive.losses import ECDF, AdaptiveMarginContrastiveLoss, AdaptiveTripletLoss, NPairLoss
+from monai_contrastive.engines import MultiViewTrainer, PrepareViewBatch
+from monai_contrastive.handlers import MomentumUpdate, QueueUpdate
+from monai_contrastive.losses import (
+    ECDF,
+    AdaptiveMarginContrastiveLoss,
+    AdaptiveTripletLoss,
+    InfoNCELoss,
+    MultiTermLoss,
+    NPairLoss,
+)
+from monai_contrastive.networks import ContrastiveNet, MomentumContrastNet, ProjectionHead
 
 N_SAMPLES, VIEWS, DIM = 8, 2, 6
+WORLD = 2
+TOLERANCE = {"loss": {"rtol": 1e-5, "atol": 1e-12}}  # per result key; others: gradients
+DEFAULT_TOLERANCE = {"rtol": 1e-4, "atol": 1e-6}
 
 
 def _data():
@@ -23,45 +46,94 @@ def _data():
     return x, y
 
 
-def _model():
+def _model(world: int) -> torch.nn.Module:
     torch.manual_seed(1)
-    return torch.nn.Linear(DIM, 4)
+    model = torch.nn.Linear(DIM, 4)
+    return torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
 
 
-def _loss(name):
-    return {"adacon": AdaptiveMarginContrastiveLoss, "npair": NPairLoss, "triplet": AdaptiveTripletLoss}[name]()
+def _local(rank: int, world: int) -> slice:
+    per = N_SAMPLES // world
+    return slice(rank * per, (rank + 1) * per)
 
 
-def _step(model, loss_fn, x, y, ecdf, ids):
-    z = F.normalize(model(x.reshape(-1, DIM)), dim=1)
-    yy = y.repeat_interleave(VIEWS)
-    return loss_fn(z, ecdf(yy), ids.repeat_interleave(VIEWS), yy)
-
-
-def _worker(rank, world, init_file, out_dir, name):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+def _loss_check(loss_cls: type, rank: int, world: int) -> dict:
+    """Loss and parameter gradients of a contrastive loss on the rank's samples (all views, local sample ids)."""
     x, y = _data()
     ecdf = ECDF(y.tolist())
-    model = torch.nn.parallel.DistributedDataParallel(_model())
-    per = N_SAMPLES // world
-    sl = slice(rank * per, (rank + 1) * per)
-    loss = _step(model, _loss(name), x[sl], y[sl], ecdf, torch.arange(per))
+    model = _model(world)
+    sl = _local(rank, world)
+    x, y = x[sl], y[sl]
+    z = F.normalize(model(x.reshape(-1, DIM)), dim=1)
+    yy = y.repeat_interleave(VIEWS)
+    ids = torch.arange(len(y)).repeat_interleave(VIEWS)
+    loss = loss_cls()(z, ecdf(yy), ids, yy)
     loss.backward()
-    torch.save(
-        {"loss": loss.detach(), "grads": [p.grad for p in model.parameters()]}, os.path.join(out_dir, f"{rank}.pt")
+    return {"loss": loss.detach(), "grads": [p.grad for p in model.parameters()]}
+
+
+def _moco_check(rank: int, world: int) -> dict:
+    """One MoCo step through the trainer: the queue takes the keys of every rank (in rank order), and the query and
+    momentum-updated key encoders equal those of one process on the whole batch."""
+    torch.manual_seed(2)
+    enc = ContrastiveNet(torch.nn.Linear(DIM, 5), heads={"embedding": ProjectionHead(5, 0, 4)})
+    net = MomentumContrastNet(enc, dim=4, queue_size=3 * N_SAMPLES // 2, momentum=0.9)
+    network = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    x, _ = _data()
+    items = [{"image": x[i, 0], "image_2": x[i, 1]} for i in range(N_SAMPLES)[_local(rank, world)]]
+    queue0 = net.queue.clone()
+    keys = []
+    trainer = MultiViewTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=DataLoader(items, batch_size=len(items)),
+        network=network,
+        optimizer=torch.optim.SGD(network.parameters(), lr=0.5),
+        loss_function=MultiTermLoss({"moco": {"loss": InfoNCELoss(0.07), "inputs": ["query", "key", "queue"]}}),
+        prepare_batch=PrepareViewBatch(network_kwargs={"key_input": "image_2"}),
+        train_handlers=[MomentumUpdate(network), QueueUpdate(network)],
     )
-    dist.destroy_process_group()
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: keys.append(e.state.output["pred"]["key"]))
+    trainer.run()
+    # the queue: the initial entries, then the global batch's keys from slot 0 (rank 0's first)
+    n = N_SAMPLES
+    assert torch.equal(net.queue[n:], queue0[n:]) and int(net.queue_ptr) == n
+    return {
+        "queue": net.queue.clone(),
+        "query_params": [p.detach().clone() for p in net.encoder.parameters()],
+        "key_params": [p.detach().clone() for p in net.key_encoder.parameters()],
+        "local_keys_in_queue": torch.tensor(all(any(torch.allclose(k, q) for q in net.queue[:n]) for k in keys[0])),
+    }
 
 
-@pytest.mark.parametrize("name", ["adacon", "npair", "triplet"])
-def test_ddp_matches_single_process(tmp_path, name):
-    x, y = _data()
-    model = _model()
-    loss = _step(model, _loss(name), x, y, ECDF(y.tolist()), torch.arange(N_SAMPLES))
-    loss.backward()
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), name), nprocs=2, join=True)
-    for rank in range(2):
-        out = torch.load(tmp_path / f"{rank}.pt")
-        assert out["loss"].item() == pytest.approx(loss.item(), rel=1e-5)
-        for g_ddp, p in zip(out["grads"], model.parameters()):
-            torch.testing.assert_close(g_ddp, p.grad, rtol=1e-4, atol=1e-6)
+CHECKS: list[tuple[str, Callable[[int, int], dict]]] = [
+    ("adacon", functools.partial(_loss_check, AdaptiveMarginContrastiveLoss)),
+    ("npair", functools.partial(_loss_check, NPairLoss)),
+    ("triplet", functools.partial(_loss_check, AdaptiveTripletLoss)),
+    ("moco", _moco_check),
+]
+
+
+def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        for name, check in CHECKS:
+            torch.save(check(rank, world), os.path.join(out_dir, f"{name}_{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_matches_single_process(tmp_path):
+    mp.spawn(_worker, args=(WORLD, str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    for name, check in CHECKS:
+        expected = check(0, 1)
+        for rank in range(WORLD):
+            out = torch.load(tmp_path / f"{name}_{rank}.pt", weights_only=True)
+            assert out.keys() == expected.keys(), name
+            for key, value in expected.items():
+                torch.testing.assert_close(
+                    out[key],
+                    value,
+                    **TOLERANCE.get(key, DEFAULT_TOLERANCE),
+                    msg=lambda m, where=f"{name}, rank {rank}, {key}": f"{where}: {m}",
+                )

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 from monai.data import load_decathlon_datalist
 
-__all__ = ["load_regression_datalist", "patient_grouped_folds", "select_fold", "resolve_datalist"]
+__all__ = ["load_regression_datalist", "parse_number", "patient_grouped_folds", "select_fold", "resolve_datalist"]
 
 _SPLITS = ("train", "val")
 
@@ -96,11 +96,44 @@ def load_regression_datalist(
                         f"Datalist '{path}', '{key}' item {index}: image file not found: {image!r}."
                     )
         if label_key is not None:
-            item[label_key] = _to_finite_float(item[label_key], f"Datalist '{path}', '{key}' item {index}", item)
+            where = f"Datalist '{path}', '{key}' item {index} (image {item.get('image')!r})"
+            item[label_key] = parse_number(item[label_key], where, field=label_key)
     return items
 
 
-def _to_finite_float(value: Any, where: str, item: dict) -> float:
+def parse_number(
+    value: Any, where: str, field: str = "label", integer: bool = False, optional: bool = False
+) -> float | int:
+    """The number held by one field of a datalist item or a CSV row, or a ``ValueError`` naming where it comes from.
+
+    Shared by every datalist reader of the package (:py:func:`load_regression_datalist`, the EchoNet-Dynamic
+    ``FileList.csv`` and video datalist readers). Accepted: an ``int`` or ``float`` (a ``bool`` is not a number), a
+    numeric string such as ``"0.71"`` or ``" 61.2 "``, or a one-element list of one of these. Rejected: other
+    strings (``"n/a"``, ``"0,71"``), other lists, and, unless ``optional``, a missing value (``None`` or a blank
+    string), NaN and infinity.
+
+    Args:
+        value: the raw value, as JSON or ``csv`` gives it.
+        where: what the value belongs to, starting the message, e.g. ``"Datalist 'd.json', 'training' item 3
+            (image 'a.png')"`` or ``"FileList.csv line 4 (FileName='0X1A')"``.
+        field: the field's name in the message, e.g. ``"label"`` or ``"EF"``.
+        integer: round a finite value to an ``int``.
+        optional: an informational column: a missing value gives NaN (collatable, unlike ``None``) and NaN or
+            infinity are kept; only a value that is not a number raises.
+
+    Returns:
+        the value as a ``float`` (an ``int`` with ``integer`` when it is finite).
+
+    Raises:
+        ValueError: ``"{where}: {field} must be a finite number, got {value!r}."`` (``... a number ...`` when
+            ``optional``); a missing value adds ``({field} is missing)``.
+    """
+    while isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if optional:
+            return float("nan")
+        raise ValueError(f"{where}: {field} must be a finite number, got {value!r} ({field} is missing).")
     number: float | None = None
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         number = float(value)
@@ -109,10 +142,11 @@ def _to_finite_float(value: Any, where: str, item: dict) -> float:
             number = float(value)
         except ValueError:
             number = None
-    elif isinstance(value, (list, tuple)) and len(value) == 1:
-        return _to_finite_float(value[0], where, item)
-    if number is None or not math.isfinite(number):
-        raise ValueError(f"{where} (image {item.get('image')!r}): label must be a finite number, got {value!r}.")
+    if number is None or not (optional or math.isfinite(number)):
+        expected = "a number" if optional else "a finite number"
+        raise ValueError(f"{where}: {field} must be {expected}, got {value!r}.")
+    if integer and math.isfinite(number):
+        return int(round(number))
     return number
 
 

@@ -1,9 +1,12 @@
 from .checkpoint import BestModelSaver, ResumableCheckpoint, atomic_save, load_model_weights
 from .metrics import RegressionMetric, RegressionMetricHandler, regression_metrics
+from .moco import MomentumUpdate, QueueUpdate
 from .precise_bn import PreciseBatchNorm, update_bn_stats
 
 __all__ = [
     "BestModelSaver",
+    "MomentumUpdate",
+    "QueueUpdate",
     "PreciseBatchNorm",
     "RegressionMetric",
     "RegressionMetricHandler",

@@ -1,12 +1,18 @@
 from .adacon import AdaptiveMarginContrastiveLoss, AdaptiveTripletLoss, NPairLoss, SupConLoss, positive_mask
 from .ecdf import ECDF
-from .multitask import MultiTaskRegressionLoss, regression_loss
+from .infonce import InfoNCELoss
+from .multitask import FlatRegressionLoss, MultiTaskRegressionLoss, regression_loss
+from .multiterm import LossTerm, MultiTermLoss
 
 __all__ = [
     "AdaptiveMarginContrastiveLoss",
     "AdaptiveTripletLoss",
     "ECDF",
+    "FlatRegressionLoss",
+    "InfoNCELoss",
+    "LossTerm",
     "MultiTaskRegressionLoss",
+    "MultiTermLoss",
     "NPairLoss",
     "SupConLoss",
     "positive_mask",

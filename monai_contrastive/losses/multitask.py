@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from monai_contrastive.losses.ecdf import ECDF
+from monai_contrastive.losses.multiterm import LossTerm, MultiTermLoss
 
-__all__ = ["MultiTaskRegressionLoss", "regression_loss"]
+__all__ = ["FlatRegressionLoss", "MultiTaskRegressionLoss", "regression_loss"]
 
 
 def regression_loss(name: str | nn.Module, delta: float = 1.0) -> nn.Module:
@@ -24,18 +25,34 @@ def regression_loss(name: str | nn.Module, delta: float = 1.0) -> nn.Module:
     raise ValueError(f"unknown regression loss {name!r}; expected 'l1', 'mse' or 'huber'.")
 
 
-class MultiTaskRegressionLoss(nn.Module):
-    """``L_total = gamma_reg * L_reg + gamma_con * L_con`` (eq. 8) on the outputs of a multi-view batch.
+class FlatRegressionLoss(nn.Module):
+    """A regression loss on flattened predictions and targets: ``(N, 1)`` vs ``(N,)`` must not broadcast to
+    ``(N, N)``. Predictions are compared in float32 (or their own precision if higher), targets cast to it."""
 
-    Called by :class:`monai_contrastive.engines.MultiViewTrainer` as ``loss(outputs, batch)`` where ``outputs`` is the
-    network's dict and ``batch`` the flattened batch (every view a row):
+    def __init__(self, loss: str | nn.Module = "l1", delta: float = 1.0) -> None:
+        super().__init__()
+        self.loss = regression_loss(loss, delta)
 
-    - ``outputs["pred"]`` ``(N, 1)`` regression output, ``outputs["embedding"]`` ``(N, D)`` L2-normalised projection;
-    - ``batch[label_key]`` ``(N,)`` labels, ``batch["sample_id"]`` ``(N,)`` sample ids, ``batch["view"]`` ``(N,)``
-      view index (0 for the first view).
+    def forward(self, pred, target):
+        pred = pred.reshape(-1)
+        pred = pred if pred.dtype == torch.float64 else pred.float()
+        target = target.reshape(-1).to(pred.dtype)
+        if pred.shape != target.shape:
+            raise ValueError(f"regression: {pred.shape[0]} predictions for {target.shape[0]} labels.")
+        return self.loss(pred, target)
 
-    Returns ``(total, {"loss_reg": ..., "loss_con": ...})``. A weight of 0 (or a ``None`` loss) skips that branch, which
-    gives the two stages of the two-stage scheme (Tables V and XII) and the regression-only baseline.
+
+class MultiTaskRegressionLoss(MultiTermLoss):
+    """``L_total = gamma_reg * L_reg + gamma_con * L_con`` (eq. 8): a :class:`MultiTermLoss` with two terms.
+
+    - ``loss_reg``: ``regression(outputs["pred"], batch[label_key])`` on every view row, or on the first view only;
+    - ``loss_con``: ``contrastive(outputs["embedding"], ecdf(batch[label_key]), batch["sample_id"], batch[label_key])``.
+
+    ``outputs["pred"]`` ``(N, 1)``, ``outputs["embedding"]`` ``(N, D)`` L2-normalised, labels ``(N,)``, one row per
+    view (the batch laid out by :class:`~monai_contrastive.engines.PrepareViewBatch` with ``label`` a sample key).
+    Returns ``(total, {"loss_reg": ..., "loss_con": ...})``. A weight of 0 (or a
+    ``None`` loss) drops that term, which gives the two stages of the two-stage scheme (Tables V and XII) and the
+    regression-only baseline.
 
     Args:
         regression: ``"l1"``, ``"mse"``, ``"huber"`` or a module ``(pred, target) -> loss``; None for no regression.
@@ -61,40 +78,24 @@ class MultiTaskRegressionLoss(nn.Module):
         regression_views: str = "all",
         label_key: str = "label",
     ) -> None:
-        super().__init__()
-        self.regression = regression_loss(regression, huber_delta) if regression is not None else None
-        self.contrastive = contrastive
-        self.ecdf = ecdf
         if contrastive is not None and gamma_con != 0 and ecdf is None:
             raise ValueError("MultiTaskRegressionLoss: a contrastive loss needs the ECDF of the training labels.")
         if regression_views not in ("all", "first"):
             raise ValueError(f"regression_views must be 'all' or 'first', got {regression_views!r}.")
+        terms = {}
+        if regression is not None and gamma_reg != 0:
+            views = [0] if regression_views == "first" else None
+            reg = FlatRegressionLoss(regression, huber_delta)
+            terms["loss_reg"] = LossTerm(reg, gamma_reg, ["pred", label_key], views=views)
+        if contrastive is not None and gamma_con != 0:
+            terms["loss_con"] = LossTerm(
+                contrastive, gamma_con, ["embedding", [ecdf, label_key], "sample_id", label_key]
+            )
+        if not terms:
+            raise ValueError("MultiTaskRegressionLoss: both branches are switched off (weights 0 or losses None).")
+        super().__init__(terms)
         self.gamma_reg = float(gamma_reg)
         self.gamma_con = float(gamma_con)
         self.regression_views = regression_views
+        self.ecdf = ecdf
         self.label_key = label_key
-
-    def forward(self, outputs: dict, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if self.label_key not in batch:
-            raise KeyError(f"MultiTaskRegressionLoss: batch has no {self.label_key!r} (keys: {sorted(batch)}).")
-        labels = batch[self.label_key].reshape(-1)
-        if not labels.is_floating_point():
-            labels = labels.float()
-        terms: dict[str, torch.Tensor] = {}
-        total = None
-        if self.regression is not None and self.gamma_reg != 0:
-            pred = outputs["pred"].reshape(-1).float()
-            target = labels.to(pred.dtype)
-            if self.regression_views == "first" and "view" in batch:
-                keep = batch["view"].reshape(-1) == 0
-                pred, target = pred[keep], target[keep]
-            terms["loss_reg"] = self.regression(pred, target)
-            total = self.gamma_reg * terms["loss_reg"]
-        if self.contrastive is not None and self.gamma_con != 0:
-            ecdf = self.ecdf(labels)  # type: ignore[misc]
-            terms["loss_con"] = self.contrastive(outputs["embedding"], ecdf, batch.get("sample_id"), labels)
-            weighted = self.gamma_con * terms["loss_con"]
-            total = weighted if total is None else total + weighted
-        if total is None:
-            raise ValueError("MultiTaskRegressionLoss: both branches are switched off (weights 0 or losses None).")
-        return total, terms

@@ -1,4 +1,18 @@
 from .blocks import InputNormalization
-from .heads import FoldEnsemble, ProjectionHead, RegressionContrastiveNet, load_backbone_weights
+from .heads import DenseProjectionHead, ProjectionHead, StandardizedRegressionHead
+from .moco import MomentumContrastNet
+from .nets import ContrastiveNet, FoldEnsemble, RegressionContrastiveNet, remove_classifier
+from .weights import load_pretrained_weights
 
-__all__ = ["FoldEnsemble", "InputNormalization", "ProjectionHead", "RegressionContrastiveNet", "load_backbone_weights"]
+__all__ = [
+    "ContrastiveNet",
+    "DenseProjectionHead",
+    "FoldEnsemble",
+    "InputNormalization",
+    "MomentumContrastNet",
+    "ProjectionHead",
+    "RegressionContrastiveNet",
+    "StandardizedRegressionHead",
+    "load_pretrained_weights",
+    "remove_classifier",
+]

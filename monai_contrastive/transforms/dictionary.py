@@ -18,7 +18,7 @@ class RandMultiViewd(Randomizable, MapTransform):
     the results along a new first axis: each ``(C, ...)`` becomes ``(V, C, ...)``. Keys transformed together inside
     one call (an image and its region map) share that view's random draw; different views draw independently.
     Other keys are left as they were in the input. Pair with
-    :class:`~monai_contrastive.engines.MultiViewTrainer` (``stacked_keys``).
+    :class:`~monai_contrastive.engines.PrepareViewBatch` (``stacked_keys``).
 
     Args:
         keys: keys to stack (they must be produced by ``transform``).

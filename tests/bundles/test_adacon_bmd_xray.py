@@ -128,7 +128,7 @@ def test_two_stage_pretrain_then_finetune(bundle, workflow):
     loss = wf.parser.get_parsed_content("loss")
     assert loss.gamma_con == 0.0 and wf.parser.get_parsed_content("learning_rate") == 0.001
     net = wf.parser.get_parsed_content("network")
-    key = next(k for k in pretrained if k.startswith("backbone.") and pretrained[k].is_floating_point())
+    key = next(k for k in pretrained if k.startswith("encoder.backbone.") and pretrained[k].is_floating_point())
     torch.testing.assert_close(net.state_dict()[key], pretrained[key])
     wf.run()
     wf.finalize()

@@ -16,6 +16,7 @@ from monai_contrastive.data import (
     resolve_datalist,
     select_fold,
 )
+from monai_contrastive.data.datalist import parse_number
 
 
 def _write(tmp_path, content: dict, images: tuple[str, ...] = ("a.png", "b.png", "c.png")) -> str:
@@ -219,3 +220,24 @@ def test_resolve_datalist_user_data(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resolve_datalist(tmp_path, "bmd_xray", "unused")  # os.PathLike accepted
+
+
+def test_parse_number_shared_by_the_readers():
+    where = "FileList.csv line 4 (FileName='x')"
+    assert parse_number(0.71, where) == 0.71 and type(parse_number(1, where)) is float
+    assert parse_number(" 61.2 ", where, "EF") == 61.2 and parse_number(["0.5"], where) == 0.5
+    assert parse_number("201.0", where, "NumberOfFrames", integer=True) == 201
+    assert type(parse_number(np.float32(2.6), where, integer=True)) is int
+    for bad, shown in [("n/a", "'n/a'"), ("0,71", "'0,71'"), ("nan", "'nan'"), (float("inf"), "inf"), (True, "True")]:
+        with pytest.raises(ValueError, match=re.escape(f"{where}: EF must be a finite number, got {shown}.")):
+            parse_number(bad, where, "EF")
+    for missing, shown in [(None, "None"), ("", "''"), ("  ", "'  '"), ([None], "None")]:
+        message = f"{where}: label must be a finite number, got {shown} (label is missing)."
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_number(missing, where)
+    # optional (informational) columns: missing -> NaN, NaN kept, garbage still rejected
+    assert np.isnan(parse_number("", where, "ESV", optional=True))
+    assert np.isnan(parse_number(None, where, "FPS", optional=True))
+    assert np.isnan(parse_number("nan", where, "NumberOfFrames", integer=True, optional=True))
+    with pytest.raises(ValueError, match=re.escape(f"{where}: ESV must be a number, got 'abc'.")):
+        parse_number("abc", where, "ESV", optional=True)

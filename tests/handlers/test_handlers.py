@@ -63,7 +63,7 @@ class _Backbone(torch.nn.Module):
 
 def test_standardised_head_and_output_key():
     net = RegressionContrastiveNet(_Backbone(), 3, fc_name="fc", target_mean=0.7, target_std=0.13, proj_dim=5)
-    torch.nn.init.zeros_(net.regressor.weight)
+    torch.nn.init.zeros_(net.heads["pred"].linear.weight)
     out = net(torch.randn(2, 3))
     torch.testing.assert_close(out["pred"], torch.full((2, 1), 0.7))
     assert out["embedding"].norm(dim=1).allclose(torch.ones(2))

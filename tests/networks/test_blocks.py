@@ -37,3 +37,23 @@ def test_regression_net_with_input_norm_on_uint8_video():
     assert out["pred"].shape == (2, 1) and out["embedding"].shape == (2, 128)
     assert torch.allclose(out["features"], out["features"][:1])  # 100 normalises to 0 for every sample
     assert "input_norm.mean" in net.state_dict()
+
+
+def test_input_normalization_takes_its_statistics_from_a_state_dict(tmp_path):
+    fitted = InputNormalization([30.0, 40.0, 50.0], [20.0, 25.0, 30.0])
+    bare = InputNormalization(num_channels=1)  # what an inference config builds: no statistics file needed
+    with pytest.warns(UserWarning, match="no statistics"):
+        bare(torch.zeros(1, 1, 2, 2))
+    bare.load_state_dict(fitted.state_dict())
+    clip = torch.randint(0, 256, (1, 3, 2, 4, 4), dtype=torch.uint8)
+    torch.testing.assert_close(bare(clip), fitted(clip))
+    # the statistics inside a saved model, for inference-time padding with the mean colour
+    net = torch.nn.Module()
+    net.input_norm = fitted
+    torch.save({"model": net.state_dict()}, tmp_path / "model.pt")
+    mean, std = InputNormalization.stats_from_checkpoint(str(tmp_path / "model.pt"))
+    assert mean == [30.0, 40.0, 50.0] and std == [20.0, 25.0, 30.0]
+    with pytest.raises(KeyError, match="input normalisation"):
+        InputNormalization.stats_from_checkpoint(str(tmp_path / "model.pt"), prefix="other.")
+    with pytest.raises(ValueError, match="both"):
+        InputNormalization(mean=[1.0])

@@ -9,9 +9,10 @@ from monai.data import Dataset, MetaTensor, ThreadDataLoader, list_data_collate
 from monai.data.utils import worker_init_fn
 from monai.transforms import BorderPad, BorderPadd, Compose, CopyItemsd, RandSpatialCrop, RandSpatialCropd
 
-from monai_contrastive.data import echonet
-from monai_contrastive.data.echonet import load_echonet_filelist, read_video, save_normalization
+from monai_contrastive.data import video as video_data
+from monai_contrastive.data.echonet import load_echonet_filelist
 from monai_contrastive.data.synthetic_echo import generate_echo_demo
+from monai_contrastive.data.video import read_video, save_normalization
 from monai_contrastive.transforms.video import (
     AllClips,
     AllClipsd,
@@ -81,8 +82,8 @@ def test_load_video_through_cache(demo, tmp_path, monkeypatch):
     path = load_echonet_filelist(demo, "ALL")[0]["image"]
     reference = read_video(path)
     calls = []
-    real = echonet.read_video
-    monkeypatch.setattr(echonet, "read_video", lambda p: calls.append(p) or real(p))
+    real = video_data.read_video
+    monkeypatch.setattr(video_data, "read_video", lambda p: calls.append(p) or real(p))
     loader = LoadVideo(cache_dir=str(tmp_path / "cache"))
     for _ in range(3):
         np.testing.assert_array_equal(loader(path).numpy(), reference)
@@ -346,7 +347,7 @@ def test_pad_value_per_channel(as_tensor):
 
 def test_training_and_test_pipelines_on_demo(demo, tmp_path):
     items = load_echonet_filelist(demo, "TRAIN")
-    norm = save_normalization(str(tmp_path / "norm.json"), *echonet.fit_video_normalization(items))
+    norm = save_normalization(str(tmp_path / "norm.json"), *video_data.fit_video_normalization(items))
     views = ("image", "image_2")
     train = Compose(
         [
@@ -448,7 +449,7 @@ def test_bundle_pipeline_uint8_then_normalised_on_device(demo, tmp_path):
     from monai_contrastive.networks import InputNormalization
 
     items = load_echonet_filelist(demo, "TRAIN")
-    mean, std = echonet.fit_video_normalization(items)
+    mean, std = video_data.fit_video_normalization(items)
     fill = [int(round(m)) for m in mean]
     views = RandClipViewsd("image", 2, 32, 2, pad=12, pad_value=fill, view_keys=["image", "image_2"])
     train = Compose([LoadVideod("image", cache_dir=str(tmp_path / "cache"), as_tensor=False), views])

@@ -39,7 +39,7 @@ from monai.data import MetaTensor
 from monai.transforms import RandomizableTransform, Transform
 from monai.utils import get_equivalent_dtype
 
-from monai_contrastive.data.echonet import VideoCache, load_normalization, read_video
+from monai_contrastive.data.video import VideoCache, load_normalization, read_video
 
 __all__ = [
     "LoadVideo",
@@ -135,7 +135,7 @@ def _gather_frames(img: NdarrayOrTensor, index: np.ndarray, pad_value: float | S
 class LoadVideo(Transform):
     """
     Load a video file as a (C=3, T, H, W) RGB array, decoding it with OpenCV or reading it from a
-    :py:class:`~monai_contrastive.data.echonet.VideoCache`.
+    :py:class:`~monai_contrastive.data.video.VideoCache`.
 
     The default ``dtype`` is uint8, not float32 like ``LoadImage``: a whole EchoNet video is ~7 MB as uint8 and four
     times that as float32, while training keeps only a 32-frame clip of it. Sample the clip first, then let
@@ -331,11 +331,11 @@ class AllClips(ClipSample):
 class NormalizeVideo(Transform):
     """
     Per-channel normalisation ``(x - mean[c]) / std[c]`` of a (C, T, H, W) video or (V, C, T, H, W) stack of clips,
-    with the statistics of :py:func:`~monai_contrastive.data.echonet.fit_video_normalization` (0-255 scale).
+    with the statistics of :py:func:`~monai_contrastive.data.video.fit_video_normalization` (0-255 scale).
 
     Args:
         mean: one value per channel (or one for all), or the path of a JSON written by
-            :py:func:`~monai_contrastive.data.echonet.save_normalization` (then ``std`` must be ``None``).
+            :py:func:`~monai_contrastive.data.video.save_normalization` (then ``std`` must be ``None``).
         std: one value per channel (or one for all).
         dtype: output dtype (float32).
 
@@ -422,13 +422,14 @@ class RandFrameJitter(RandomizableTransform):
         if not isinstance(img, (np.ndarray, torch.Tensor)) or img.ndim < 3:
             shape = tuple(img.shape) if hasattr(img, "shape") else type(img).__name__
             raise ValueError(f"RandFrameJitter{_where(img)}: expected a (C, ..., H, W) array, got {shape}.")
+        # checked before the draw so that a bad ``value`` fails on every call, not only when the shift is non-zero
+        fill = _fill_values(self.value, img.shape[0], "RandFrameJitter").reshape((-1,) + (1,) * (img.ndim - 1))
         if randomize:
             self.randomize()
         if not self._do_transform or self.shift == (0, 0):
             return img
         dy, dx = self.shift
         h, w = img.shape[-2:]
-        fill = _fill_values(self.value, img.shape[0], "RandFrameJitter").reshape((-1,) + (1,) * (img.ndim - 1))
         if isinstance(img, torch.Tensor):
             out = torch.empty_like(img)
             out.copy_(torch.as_tensor(fill, dtype=img.dtype, device=img.device).expand(img.shape))
@@ -484,7 +485,7 @@ class RandClipViews(RandomizableTransform, ClipSample):
     RandFrameJitter(pad, pad_value, prob)]), num_views)`` (same random draws in the same order: start, jitter
     decision, jitter offset, view after view), but writes every output byte once, straight from the (memory-mapped)
     video into the output, instead of gathering the clip, filling and cropping a jittered copy and stacking the
-    views. Reading a :py:class:`~monai_contrastive.data.echonet.VideoCache` entry it touches only the frames and rows
+    views. Reading a :py:class:`~monai_contrastive.data.video.VideoCache` entry it touches only the frames and rows
     it keeps. This is the step that makes a cached training clip cheap (``benchmarks/results/echo_data_pipeline.md``).
 
     Input (C, T, H, W), numpy array or tensor, any dtype (uint8 in the fast pipeline); output (V, C, length, H, W),

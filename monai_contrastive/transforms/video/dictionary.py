@@ -347,9 +347,9 @@ class RandClipViewsd(RandomizableTransform, MapTransform):
     independent random clips with frame jitter, written in one copy each.
 
     One set of draws per call, shared by every key (aligned videos stay aligned). Each key's (C, T, H, W) video
-    becomes a (V, C, length, H, W) stack (for :py:class:`~monai_contrastive.engines.MultiViewTrainer`'s
+    becomes a (V, C, length, H, W) stack (for :py:class:`~monai_contrastive.engines.PrepareViewBatch`'s
     ``stacked_keys``), or, with ``view_keys``, view ``v`` goes to its own key ``view_keys[v]`` as (C, length, H, W)
-    (for ``MultiViewTrainer(view_keys=...)``; the ARCHITECTURE's ``image``, ``image_2``, ... layout). Separate keys
+    (for ``PrepareViewBatch(views=view_keys)``; the ARCHITECTURE's ``image``, ``image_2``, ... layout). Separate keys
     collate into separate, smaller batch tensors; see ``benchmarks/results/echo_data_pipeline.md`` for why that is
     faster than one stacked batch.
 

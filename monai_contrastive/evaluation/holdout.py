@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import os
@@ -15,7 +13,7 @@ from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator
 from monai.inferers import Inferer
 
-from monai_contrastive.engines.cross_validation import write_metrics_table
+from monai_contrastive.evaluation.tables import write_csv, write_json, write_metrics_table
 from monai_contrastive.handlers.checkpoint import load_model_weights
 from monai_contrastive.handlers.metrics import regression_metrics
 
@@ -143,19 +141,18 @@ class HoldoutEvaluation:
                 row = f"{name}" if part == "all" else f"{name}, {part}"
                 table[row] = {k: "n/a" if math.isnan(m[k]) else f"{m[k]:.3f}" for k in _METRICS} | {"n": m["n"]}
             logger.info(f"{name}: " + ", ".join(f"{k}={entry['all'][k]:.4g}" for k in _METRICS))
-        with open(os.path.join(self.output_dir, "test_metrics.json"), "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(os.path.join(self.output_dir, "test_metrics.json"), result)
         unit = f" (MAE/RMSE in {self.unit})" if self.unit else ""
         write_metrics_table(
             os.path.join(self.output_dir, "test_metrics.md"), table, f"Held-out test split{unit}", [*_METRICS, "n"]
         )
-        with open(os.path.join(self.output_dir, "test_predictions.csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            extra = [self.group_key] if groups else []
-            w.writerow(["image", "label", *extra, *[f"pred ({n})" for n in all_preds]])
-            for i, it in enumerate(self.items):
-                g = [it.get(self.group_key, "")] if groups else []
-                w.writerow([it.get("image"), labels[i], *g, *[all_preds[n][i] for n in all_preds]])
+        extra = [self.group_key] if groups else []
+        rows = []
+        for i, it in enumerate(self.items):
+            g = [it.get(self.group_key, "")] if groups else []
+            rows.append([it.get("image"), labels[i], *g, *[all_preds[n][i] for n in all_preds]])
+        header = ["image", "label", *extra, *[f"pred ({n})" for n in all_preds]]
+        write_csv(os.path.join(self.output_dir, "test_predictions.csv"), header, rows)
         self._scatter(labels, all_preds)
         print(open(os.path.join(self.output_dir, "test_metrics.md")).read(), flush=True)
         return result

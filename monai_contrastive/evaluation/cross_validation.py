@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -14,27 +12,14 @@ from monai.engines import SupervisedEvaluator
 from monai.handlers import from_engine
 from monai.inferers import Inferer
 
-from monai_contrastive.engines.inferers import SelectOutputInferer
+from monai_contrastive.evaluation.tables import write_fold_report
 from monai_contrastive.handlers.checkpoint import load_model_weights
 from monai_contrastive.handlers.metrics import RegressionMetricHandler
+from monai_contrastive.inferers import SelectOutputInferer
 
-__all__ = ["CrossValidationEvaluation", "write_metrics_table"]
+__all__ = ["CrossValidationEvaluation"]
 
 logger = logging.getLogger(__name__)
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    t = torch.tensor(list(values), dtype=torch.float64)
-    return float(t.mean()), float(t.std()) if t.numel() > 1 else 0.0
-
-
-def write_metrics_table(path: str, rows: dict[str, dict[str, float]], title: str, metric_names: Sequence[str]) -> None:
-    """Markdown table of ``{row_name: {metric: value}}``."""
-    lines = [f"# {title}", "", "| | " + " | ".join(metric_names) + " |", "|---" * (len(metric_names) + 1) + "|"]
-    for name, m in rows.items():
-        lines.append(f"| {name} | " + " | ".join(str(m.get(k, "")) for k in metric_names) + " |")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
 
 
 class CrossValidationEvaluation:
@@ -138,22 +123,13 @@ class CrossValidationEvaluation:
             for item, (p, t) in zip(val, rows):
                 predictions.append((fold, str(item.get("image")), t, p))
             logger.info(f"fold {fold} ({path}): " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()))
-        names = ["mae", "rmse", "r2"]
-        summary = {}
-        for k in names:
-            mean, std = _mean_std([per_fold[f][k] for f in per_fold])
-            summary[k] = {"mean": mean, "std": std}
-        result = {"folds": per_fold, "mean_over_folds": summary}
-        with open(os.path.join(self.output_dir, "cv_metrics.json"), "w") as f:
-            json.dump(result, f, indent=2)
-        table = {name: {k: f"{m[k]:.4f}" for k in names} | {"n": m["n"]} for name, m in per_fold.items()}
-        table["mean ± std"] = {k: f"{summary[k]['mean']:.4f} ± {summary[k]['std']:.4f}" for k in names}
-        write_metrics_table(
-            os.path.join(self.output_dir, "cv_metrics.md"), table, "Cross-validation (held-out fold)", names + ["n"]
+        result = write_fold_report(
+            self.output_dir,
+            per_fold,
+            ["mae", "rmse", "r2"],
+            "Cross-validation (held-out fold)",
+            predictions=predictions,
+            prediction_header=["fold", "image", "label", "pred"],
         )
-        with open(os.path.join(self.output_dir, "cv_predictions.csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["fold", "image", "label", "pred"])
-            w.writerows(predictions)
         print(open(os.path.join(self.output_dir, "cv_metrics.md")).read())
         return result

@@ -1,0 +1,64 @@
+"""Loading pretrained weights from local files (never downloaded) into a network or a part of it."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from monai.networks.utils import copy_model_state
+from torch import nn
+
+__all__ = ["load_pretrained_weights"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_pretrained_weights(
+    module: nn.Module,
+    path: str | None,
+    key: str | None = None,
+    prefix: str = "",
+    dst_prefix: str = "",
+    exclude_vars: str | None = None,
+) -> nn.Module:
+    """Copy the matching tensors of a local weights file into ``module`` (MONAI ``copy_model_state``); return it.
+
+    Tensors are matched by name and shape; the others stay as initialised, and the counts are logged. Used for a
+    pretrained backbone (Kinetics R(2+1)D, ImageNet EfficientNet) and for the pretrained parts of a fine-tuned
+    model (e.g. the global branch from a MoCo checkpoint, the local branch from an LRC one).
+
+    Args:
+        module: the network (or sub-module) to load into.
+        path: a ``.pt``/``.pth`` state dict, or a checkpoint dict holding one under ``key``; None/"" does nothing.
+        key: the entry of the checkpoint holding the state dict, e.g. ``"model"`` or ``"state_dict"``.
+        prefix: only the source tensors whose names start with this are used, with it stripped (``"module."``,
+            ``"encoder."``).
+        dst_prefix: prepended to the (stripped) source names to find them in ``module``.
+        exclude_vars: a regular expression of ``module``'s tensor names to leave untouched (e.g. a new head).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        KeyError: ``key`` is not in the file.
+        ValueError: no tensor of the file matches ``module``.
+    """
+    if not path:
+        return module
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained weights not found: {path!r} (weights are never downloaded).")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if key:
+        if not isinstance(state, dict) or key not in state:
+            entries = sorted(state)[:10] if isinstance(state, dict) else type(state).__name__
+            raise KeyError(f"pretrained weights {path!r} have no entry {key!r} (entries: {entries}).")
+        state = state[key]
+    if prefix:
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    _, updated, unchanged = copy_model_state(module, state, dst_prefix=dst_prefix, exclude_vars=exclude_vars)
+    if not updated:
+        raise ValueError(
+            f"no tensor of {path!r} matches {type(module).__name__} (first source keys: {sorted(state)[:5]}, "
+            f"first target keys: {sorted(module.state_dict())[:5]})."
+        )
+    logger.info(f"loaded {len(updated)} tensors from {path}; {len(unchanged)} left as initialised")
+    return module
