@@ -8,23 +8,45 @@ monai-contrastive infer adacon_bmd_xray           # fold ensemble -> eval/predic
 monai-contrastive figure adacon_bmd_xray          # feature spread / similarity vs label distance (AdaCon Fig. 3)
 monai-contrastive demo adacon_lvef_echo           # LVEF from echo videos on synthetic EchoNet-layout data
 monai-contrastive evaluate adacon_lvef_echo --demo  # TEST split: single clip and all clips averaged
+monai-contrastive train --help                    # a command's options, with the bundle's config keys
+
+The bundles are found in ``$MONAI_CONTRASTIVE_BUNDLES``, else in the copy shipped inside the installed package
+(``monai_contrastive/_bundles``, written by ``pip install``), else in the ``bundles/`` folder of a source checkout.
+
+An error ends the command with exit status 1 and a short summary on stderr whose first and last lines name what
+failed (the file, the datalist item); ``MONAI_CONTRASTIVE_TRACEBACK=1`` prints the full traceback too.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
+import traceback
 
-__all__ = ["bundles_dir", "bundle_path", "list_bundles", "run_bundle", "main"]
+__all__ = ["bundles_dir", "bundle_path", "list_bundles", "run_bundle", "error_summary", "main"]
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_TRACEBACK_ENV = "MONAI_CONTRASTIVE_TRACEBACK"
+
+
+def _has_bundles(folder: str) -> bool:
+    return os.path.isdir(folder) and any(
+        os.path.isfile(os.path.join(folder, name, "configs", "metadata.json")) for name in os.listdir(folder)
+    )
 
 
 def bundles_dir() -> str:
-    """``$MONAI_CONTRASTIVE_BUNDLES`` or the ``bundles/`` folder of the source checkout."""
+    """``$MONAI_CONTRASTIVE_BUNDLES``; else the bundles shipped in the installed package (``_bundles``); else the
+    ``bundles/`` folder of the source checkout this package runs from (an editable install)."""
     env = os.environ.get("MONAI_CONTRASTIVE_BUNDLES")
     if env:
         return env
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundles")
+    shipped = os.path.join(_PACKAGE_DIR, "_bundles")
+    if _has_bundles(shipped):
+        return shipped
+    return os.path.join(os.path.dirname(_PACKAGE_DIR), "bundles")
 
 
 def bundle_path(name: str) -> str:
@@ -69,7 +91,10 @@ class CLI:
 
     def list(self) -> None:
         """The bundles and what they do."""
-        for b in list_bundles():
+        bundles = list_bundles()
+        if not bundles:
+            print(f"no bundle found in {bundles_dir()}; set MONAI_CONTRASTIVE_BUNDLES to a folder of bundles.")
+        for b in bundles:
             print(f"{b['name']:<24} v{b['version']:<8} {b['task']}")
 
     def demo(self, name: str = "adacon_bmd_xray", **overrides) -> None:
@@ -117,10 +142,150 @@ class CLI:
         print(f"wrote {res['path']} (Spearman rho of cosine similarity vs ECDF label distance: {res['spearman']:.3f})")
 
 
+# the config files a command reads, for the option list of its help
+_COMMAND_CONFIGS = {
+    "demo": ["train.json", "demo.json"],
+    "train": ["train.json"],
+    "evaluate": ["train.json", "evaluate.json"],
+    "infer": ["inference.json"],
+    "figure": ["train.json"],
+}
+
+
+def _commands() -> dict:
+    return {n: getattr(CLI, n) for n in dir(CLI) if not n.startswith("_") and callable(getattr(CLI, n))}
+
+
+def _config_options(name: str, files: list[str]) -> list[tuple[str, str]]:
+    """The top-level scalar keys of a bundle's configs (the ``--key value`` overrides a user sets) and defaults."""
+    try:
+        root = bundle_path(name)
+    except FileNotFoundError:
+        return []
+    merged: dict = {}
+    for f in files:
+        path = os.path.join(root, "configs", f)
+        if os.path.isfile(path):
+            with open(path) as fh:
+                merged.update(json.load(fh))
+    out = []
+    for key, value in merged.items():
+        if key.startswith("_") or key in ("imports", "initialize", "run", "finalize") or isinstance(value, dict):
+            continue
+        if isinstance(value, list) and not all(isinstance(v, (int, float, str)) for v in value):
+            continue
+        text = json.dumps(value) if not isinstance(value, str) else value
+        out.append((key, text if len(text) <= 70 else text[:67] + "..."))
+    return out
+
+
+def command_help(command: str, args: list[str]) -> str:
+    """The help text of one command: usage, description, its own options and the bundle's config keys."""
+    func = _commands()[command]
+    params = [p for p in inspect.signature(func).parameters.values() if p.name != "self"]
+    positional = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD and p.name == "name"]
+    usage = f"usage: monai-contrastive {command}"
+    if positional:
+        usage += " [NAME]" if positional[0].default is not inspect.Parameter.empty else " NAME"
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        usage += " [--KEY VALUE ...]"
+    lines = [usage, "", inspect.cleandoc(func.__doc__ or "")]
+    own = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    if own:
+        lines += ["", "options:"]
+        for p in own:
+            default = "" if p.default is inspect.Parameter.empty else f" (default: {p.default!r})"
+            flag = "NAME" if p.name == "name" else f"--{p.name}"
+            what = "bundle name (`monai-contrastive list`) or bundle folder" if p.name == "name" else ""
+            lines.append(f"  {flag:<24} {what}{default}".rstrip())
+    if command in _COMMAND_CONFIGS:
+        name_param = next((p for p in params if p.name == "name"), None)
+        name = next((a for a in args if not a.startswith("-")), None)
+        if name is None and name_param is not None and name_param.default is not inspect.Parameter.empty:
+            name = name_param.default
+        options = _config_options(name, _COMMAND_CONFIGS[command]) if name else []
+        lines += ["", "  --KEY VALUE              override any config key of the bundle (nested: --train#trainer#amp)"]
+        if options:
+            lines += ["", f"config keys of {name} ({' + '.join(_COMMAND_CONFIGS[command])}), with their defaults:"]
+            lines += [f"  --{k:<22} {v}" for k, v in options]
+        elif name_param is not None:
+            lines.append("  (give a bundle name before --help to list its config keys)")
+    return "\n".join(lines)
+
+
+def main_help() -> str:
+    lines = ["usage: monai-contrastive COMMAND [NAME] [--KEY VALUE ...]", "", inspect.cleandoc(CLI.__doc__ or ""), ""]
+    lines.append("commands:")
+    for name, func in _commands().items():
+        first = inspect.cleandoc(func.__doc__ or "").splitlines()[0] if func.__doc__ else ""
+        lines.append(f"  {name:<10} {first}")
+    lines += ["", "`monai-contrastive COMMAND --help` lists a command's options."]
+    return "\n".join(lines)
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """The exception and its causes, outermost first, root cause last."""
+    out: list[BaseException] = []
+    e: BaseException | None = error
+    while e is not None and e not in out:
+        out.append(e)
+        e = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
+    return out
+
+
+def _raised_here(error: BaseException) -> bool:
+    tb = error.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    return last is not None and os.path.abspath(last.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep)
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    first = first if len(first) <= limit else first[: limit - 3] + "..."
+    return f"{type(error).__name__}: {first}"
+
+
+def error_summary(error: BaseException, prog: str = "monai-contrastive") -> str:
+    """A short report of ``error`` for a user: the first and the last line give the error that names the item (the
+    deepest exception in the chain raised by this package, whose messages name the file / datalist item; else the
+    root cause), the lines between show the chain from the outermost exception to the root cause."""
+    chain = _chain(error)
+    key = next((e for e in reversed(chain) if _raised_here(e)), chain[-1])
+    message = str(key).strip()
+    lines = [f"{prog}: error: {type(key).__name__}: {message}"]
+    if len(chain) > 1:
+        lines.append("raised as (outermost first, root cause last):")
+        lines += [f"  {'*' if e is key else '-'} {_one_line(e)}" for e in chain]
+    if not os.environ.get(_TRACEBACK_ENV):
+        lines.append(f"(set {_TRACEBACK_ENV}=1 for the full traceback)")
+    lines.append(f"{prog}: error: {_one_line(key)}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(main_help())
+        return
+    if argv[0] in _commands() and any(a in ("-h", "--help") for a in argv[1:]):
+        # python-fire passes --help after a command with **kwargs on as an override (and starts the run)
+        print(command_help(argv[0], [a for a in argv[1:] if a not in ("-h", "--help")]))
+        return
     import fire
 
-    fire.Fire(CLI(), command=argv if argv is not None else sys.argv[1:], name="monai-contrastive")
+    try:
+        fire.Fire(CLI(), command=argv, name="monai-contrastive")
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:
+        if os.environ.get(_TRACEBACK_ENV):
+            traceback.print_exc()
+        print(error_summary(e), file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

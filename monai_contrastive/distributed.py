@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "all_gather_with_grad", "all_gather_no_grad", "gather_for_loss"]
+__all__ = ["is_distributed", "all_gather_with_grad", "all_gather_no_grad", "check_equal_rows", "gather_for_loss"]
 
 
 def is_distributed() -> bool:
@@ -37,6 +37,27 @@ def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(out, dim=0)
 
 
+def check_equal_rows(x: torch.Tensor, what: str = "contrastive loss") -> None:
+    """Raise on every rank when the ranks hold different numbers of rows: ``all_gather`` needs equal shapes and would
+    otherwise abort inside the backend (gloo) or hang (NCCL) with no word about the cause.
+
+    Raises:
+        ValueError: the per-rank row counts differ (the message lists them).
+    """
+    if not is_distributed():
+        return
+    local = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
+    sizes = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, local)
+    counts = [int(t) for t in sizes]
+    if len(set(counts)) > 1:
+        raise ValueError(
+            f"{what}: the ranks hold different batch sizes ({counts} rows on ranks 0..{len(counts) - 1}; this is rank "
+            f"{dist.get_rank()}). Gathering across ranks needs equal per-rank batches: use drop_last=True in the "
+            "training DataLoader and a DistributedSampler with even_divisible=True (or drop_last=True)."
+        )
+
+
 def gather_for_loss(
     embeddings: torch.Tensor, *aux: torch.Tensor | None, local_ids: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, ...]:
@@ -45,9 +66,13 @@ def gather_for_loss(
     ``local_ids`` are sample ids unique only within a rank (e.g. the index of a sample in its local batch); they are
     made globally unique by offsetting with the rank, so views of one sample stay positives and samples of different
     ranks never collide. Returns ``(embeddings, *aux, ids)`` (``ids`` is None when ``local_ids`` is None).
+
+    Raises:
+        ValueError: the ranks hold different numbers of rows (see :py:func:`check_equal_rows`).
     """
     if not is_distributed():
         return (embeddings, *aux, local_ids)
+    check_equal_rows(embeddings)
     gathered = [all_gather_no_grad(a) if a is not None else None for a in aux]
     ids = None
     if local_ids is not None:

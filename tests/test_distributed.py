@@ -106,11 +106,26 @@ def _moco_check(rank: int, world: int) -> dict:
     }
 
 
+def _unequal_batches_check(rank: int, world: int) -> dict:
+    """Ranks with different batch sizes: every rank gets a ValueError that says so (not an abort inside gloo)."""
+    if world == 1:
+        return {"raised": torch.tensor(True)}
+    g = torch.Generator().manual_seed(rank)
+    z = F.normalize(torch.randn(4 + 2 * rank, DIM, generator=g), dim=1)
+    phi = torch.rand(z.shape[0], generator=g)
+    try:
+        AdaptiveMarginContrastiveLoss()(z, phi, torch.arange(z.shape[0]), phi)
+    except ValueError as e:
+        return {"raised": torch.tensor("different batch sizes ([4, 6]" in str(e))}
+    return {"raised": torch.tensor(False)}
+
+
 CHECKS: list[tuple[str, Callable[[int, int], dict]]] = [
     ("adacon", functools.partial(_loss_check, AdaptiveMarginContrastiveLoss)),
     ("npair", functools.partial(_loss_check, NPairLoss)),
     ("triplet", functools.partial(_loss_check, AdaptiveTripletLoss)),
     ("moco", _moco_check),
+    ("unequal_batches", _unequal_batches_check),
 ]
 
 

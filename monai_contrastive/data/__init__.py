@@ -3,16 +3,29 @@ generators of the bundles."""
 
 from __future__ import annotations
 
-from .datalist import load_regression_datalist, patient_grouped_folds, resolve_datalist, select_fold
+from .datalist import (
+    check_loader_batches,
+    items_fingerprint,
+    load_regression_datalist,
+    patient_grouped_folds,
+    resolve_datalist,
+    select_fold,
+    share_worker_tempdir,
+)
 from .echonet import load_echo_split, load_echonet_filelist, load_video_datalist
+from .segmentation import list_images, load_segmentation_datalist, take_items
 from .synthetic_bmd import generate_bmd_demo
+from .synthetic_ct import generate_ct_demo
 from .synthetic_echo import generate_echo_demo
 from .video import (
+    CheckedThreadDataLoader,
     VideoCache,
+    check_video_files,
     fit_video_normalization,
     load_normalization,
     read_video,
     save_normalization,
+    video_header,
     video_normalization,
 )
 
@@ -21,6 +34,7 @@ from .video import (
 DEMO_GENERATORS: dict[str, str] = {
     "bmd_xray": "monai_contrastive.data.synthetic_bmd.generate_bmd_demo",
     "lvef_echo": "monai_contrastive.data.synthetic_echo.generate_echo_demo",
+    "multiorgan_ct": "monai_contrastive.data.synthetic_ct.generate_ct_demo",
 }
 
 __all__ = [
@@ -28,6 +42,7 @@ __all__ = [
     "VideoCache",
     "fit_video_normalization",
     "generate_bmd_demo",
+    "generate_ct_demo",
     "generate_echo_demo",
     "load_echo_split",
     "load_echonet_filelist",
@@ -36,8 +51,17 @@ __all__ = [
     "read_video",
     "save_normalization",
     "video_normalization",
+    "CheckedThreadDataLoader",
+    "check_video_files",
+    "video_header",
     "load_regression_datalist",
     "patient_grouped_folds",
     "resolve_datalist",
     "select_fold",
+    "check_loader_batches",
+    "items_fingerprint",
+    "share_worker_tempdir",
+    "list_images",
+    "load_segmentation_datalist",
+    "take_items",
 ]

@@ -3,19 +3,29 @@ a bundle's ``dataset_dir`` to a datalist (the embedded demo data when none is gi
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import math
 import numbers
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import numpy as np
 from monai.data import load_decathlon_datalist
 
-__all__ = ["load_regression_datalist", "parse_number", "patient_grouped_folds", "select_fold", "resolve_datalist"]
+__all__ = [
+    "load_regression_datalist",
+    "parse_number",
+    "patient_grouped_folds",
+    "select_fold",
+    "resolve_datalist",
+    "items_fingerprint",
+    "check_loader_batches",
+    "share_worker_tempdir",
+]
 
 _SPLITS = ("train", "val")
 
@@ -254,27 +264,49 @@ def select_fold(
 
 
 def resolve_datalist(
-    dataset_dir: str | None, demo: str, demo_dir: str, datalist_name: str = "dataset.json", **demo_kwargs: Any
+    dataset_dir: str | None,
+    demo: str,
+    demo_dir: str,
+    datalist_name: str = "dataset.json",
+    reuse_existing: bool = False,
+    **demo_kwargs: Any,
 ) -> str:
     """Return the datalist a bundle should read: the user's, or the embedded demo dataset's when none is given.
+
+    When the demo data is used, one line on stdout says so, where it is and with which settings it is (or was)
+    generated.
 
     Args:
         dataset_dir: ``None``, ``""`` or ``"None"`` (as a config or CLI override may spell it) to use the demo
             data; the path of a ``.json`` datalist; or a folder holding ``datalist_name``.
         demo: name of the demo dataset in ``monai_contrastive.data.DEMO_GENERATORS`` (e.g. ``"bmd_xray"``).
         demo_dir: cache folder the demo dataset is generated into.
-        datalist_name: datalist file name looked up inside a ``dataset_dir`` folder.
+        datalist_name: datalist file name looked up inside a ``dataset_dir`` folder (and inside ``demo_dir``).
+        reuse_existing: when ``demo_dir`` already holds a complete demo dataset, use it whatever ``demo_kwargs``
+            say (evaluation and inference must read the data the model was trained on, not regenerate it with
+            other settings); generate it only when there is none.
         demo_kwargs: passed to the demo generator (``num_patients``, ``seed``, ...).
 
     Returns:
-        The path of the datalist JSON.
+        The path of the datalist (for a generated demo: what its generator returns).
 
     Raises:
         ValueError: ``demo`` is not a registered demo dataset.
         FileNotFoundError: the given ``.json`` file, or ``datalist_name`` inside ``dataset_dir``, does not exist.
     """
     if dataset_dir is None or str(dataset_dir).strip() in ("", "None"):
-        return _demo_generator(demo)(os.path.expanduser(os.fspath(demo_dir)), **demo_kwargs)
+        demo_dir = os.path.abspath(os.path.expanduser(os.fspath(demo_dir)))
+        existing = os.path.join(demo_dir, datalist_name)
+        if reuse_existing and os.path.isfile(existing):
+            print(
+                f"dataset_dir is not set: using the existing '{demo}' demo data in {demo_dir} "
+                f"({_demo_settings(demo_dir)}).",
+                flush=True,
+            )
+            return existing
+        settings = ", ".join(f"{k}={v!r}" for k, v in demo_kwargs.items()) or "the generator's defaults"
+        print(f"dataset_dir is not set: using the '{demo}' demo data in {demo_dir} ({settings}).", flush=True)
+        return _demo_generator(demo)(demo_dir, **demo_kwargs)
     dataset_dir = os.path.expanduser(os.fspath(dataset_dir))
     if dataset_dir.lower().endswith(".json"):
         if not os.path.isfile(dataset_dir):
@@ -288,6 +320,92 @@ def resolve_datalist(
             f"to a .json datalist, or leave it empty to use the '{demo}' demo data."
         )
     return path
+
+
+def _demo_settings(demo_dir: str) -> str:
+    """The settings a demo folder was generated with, from the parameters file its generator writes."""
+    for name in ("demo_params.json", "echo_demo_params.json"):
+        try:
+            with open(os.path.join(demo_dir, name)) as f:
+                params = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(params, dict):
+            return "generated with " + ", ".join(f"{k}={v!r}" for k, v in params.items() if k not in ("generator",))
+    return "generation settings unknown"
+
+
+def items_fingerprint(items: Sequence[Mapping], datalist: str | None = None, **fields: Any) -> dict:
+    """What a training run is trained on, for :class:`~monai_contrastive.handlers.ResumableCheckpoint`'s
+    ``fingerprint``: resuming a checkpoint made on other data (another ``dataset_dir``, fold, datalist edit) is then
+    refused instead of silently continuing the old run.
+
+    Args:
+        items: the training items (``train#dataset#data``).
+        datalist: the datalist file they were read from (recorded as an absolute path).
+        fields: other data-defining settings, e.g. ``fold=0, num_folds=4, fold_seed=0`` (JSON-able values).
+
+    Returns:
+        ``{"datalist": ..., "num_items": N, "items_sha256": <hash of the items' content>, **fields}``; the hash
+        covers every key and value of every item (image paths, labels, patient ids ...), in order.
+    """
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(json.dumps(dict(item), sort_keys=True, default=str).encode())
+        digest.update(b"\n")
+    out: dict[str, Any] = {}
+    if datalist is not None:
+        out["datalist"] = os.path.abspath(os.path.expanduser(os.fspath(datalist)))
+    out["num_items"] = len(items)
+    out["items_sha256"] = digest.hexdigest()
+    out.update(json.loads(json.dumps(fields, default=str)))
+    return out
+
+
+def check_loader_batches(loader: Any, what: str = "training") -> Any:
+    """Return ``loader`` when it yields at least one batch; otherwise raise, saying how many items there are and
+    what batch size was asked (a run that would train 0 iterations must not exit as if it had trained).
+
+    Use it where the trainer takes its loader, e.g. ``"train_data_loader": "$monai_contrastive.data.
+    check_loader_batches(@train#dataloader)"``.
+
+    Raises:
+        ValueError: ``len(loader) == 0`` (fewer items than one batch with ``drop_last``, or no item at all).
+    """
+    try:
+        n = len(loader)
+    except TypeError:  # an iterable dataset without a length: cannot tell before iterating
+        return loader
+    if n > 0:
+        return loader
+    dataset = getattr(loader, "dataset", None)
+    sampler = getattr(loader, "sampler", None)
+    num_items = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else "?"
+    batch_size = getattr(loader, "batch_size", None)
+    drop_last = getattr(loader, "drop_last", False)
+    per_rank = ""
+    if sampler is not None and hasattr(sampler, "num_replicas") and hasattr(sampler, "__len__"):
+        per_rank = f" ({len(sampler)} per rank on {sampler.num_replicas} ranks)"
+    hint = f"lower batch_size to at most {num_items}" if isinstance(num_items, int) and num_items else "add items"
+    raise ValueError(
+        f"the {what} data loader yields no batch: {num_items} {what} items{per_rank}, batch_size {batch_size}"
+        f"{' with drop_last=True' if drop_last else ''}. The run would train 0 iterations; {hint} "
+        "(e.g. --batch_size) or give more items."
+    )
+
+
+def share_worker_tempdir() -> str:
+    """Create this process's ``multiprocessing`` temporary folder now, before any DataLoader worker starts.
+
+    A worker that sends tensors to the main process makes a ``pymp-*`` folder in the temporary directory (for the
+    file-descriptor passing of shared memory) unless it inherits its parent's. Workers still alive at exit
+    (``persistent_workers``, or an iterator that Ignite keeps between epochs) are terminated without cleaning up, so
+    every run left such folders behind. Forked workers reuse the folder made here, and this process removes it at
+    exit. Call it first in a bundle's ``initialize``; returns the folder.
+    """
+    import multiprocessing.util
+
+    return multiprocessing.util.get_temp_dir()
 
 
 def _demo_generator(demo: str) -> Callable[..., str]:

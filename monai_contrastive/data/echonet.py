@@ -76,9 +76,12 @@ def load_echonet_filelist(root: str, split: str | Sequence[str] = "TRAIN", check
         one dict per selected row, in file order::
 
             {"image": "/abs/root/Videos/0X1A...avi", "label": 61.2 (EF, %), "filename": "0X1A...",
-             "split": "TRAIN", "esv": 29.1, "edv": 75.0, "fps": 50.0, "num_frames": 201}
+             "split": "TRAIN", "esv": 29.1, "edv": 75.0, "fps": 50.0, "num_frames": 201,
+             "frame_height": 112, "frame_width": 112}
 
-        ``esv``, ``edv``, ``fps`` and ``num_frames`` are NaN where the CSV leaves them empty.
+        ``esv``, ``edv``, ``fps``, ``num_frames``, ``frame_height`` and ``frame_width`` are NaN where the CSV leaves
+        them empty; :py:func:`~monai_contrastive.data.check_video_files` and ``VideoCache.prepare`` check the videos
+        against the last three.
 
     Raises:
         FileNotFoundError: ``FileList.csv`` or (with ``check_files``) a listed video is missing.
@@ -121,6 +124,12 @@ def load_echonet_filelist(root: str, split: str | Sequence[str] = "TRAIN", check
                     "fps": parse_number(row.get("FPS"), where, "FPS", optional=True),
                     "num_frames": parse_number(
                         row.get("NumberOfFrames"), where, "NumberOfFrames", integer=True, optional=True
+                    ),
+                    "frame_height": parse_number(
+                        row.get("FrameHeight"), where, "FrameHeight", integer=True, optional=True
+                    ),
+                    "frame_width": parse_number(
+                        row.get("FrameWidth"), where, "FrameWidth", integer=True, optional=True
                     ),
                 }
             )

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 from monai.utils import optional_import
 
+from monai_contrastive.handlers.checkpoint import apply_umask
+
 cv2, _ = optional_import("cv2")
 
 __all__ = ["generate_echo_demo", "draw_echo_params", "area_length_volume", "render_echo_video"]
@@ -209,6 +211,7 @@ def _write_avi(path: str, frames: np.ndarray, fps: int) -> None:
             cap.release()
         if not ok or count != len(frames):
             raise RuntimeError(f"round trip failed for {path}: wrote {len(frames)} frames, OpenCV reads {count}.")
+        apply_umask(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -302,6 +305,7 @@ def generate_echo_demo(
     fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=".tmp-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump(params, f, indent=2)
+    apply_umask(tmp)
     os.replace(tmp, params_path)
 
     split_names = np.repeat(np.array(["TRAIN", "VAL", "TEST"]), counts)
@@ -331,5 +335,6 @@ def generate_echo_demo(
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    apply_umask(tmp)
     os.replace(tmp, csv_path)
     return output_dir

@@ -22,18 +22,25 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from monai.data import DataLoader as MonaiDataLoader
+from monai.data import ThreadBuffer, ThreadDataLoader
 from monai.utils import optional_import
+
+from monai_contrastive.handlers.checkpoint import apply_umask
 
 cv2, _ = optional_import("cv2")
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
 __all__ = [
     "read_video",
+    "video_header",
+    "check_video_files",
+    "CheckedThreadDataLoader",
     "VideoCache",
     "fit_video_normalization",
     "save_normalization",
@@ -45,28 +52,33 @@ __all__ = [
 _CACHE_VERSION = "v1"
 
 
-def read_video(path: str) -> np.ndarray:
+def read_video(path: str, check_frame_count: bool = True) -> np.ndarray:
     """
     Decode a whole video with OpenCV, the way the EchoNet-Dynamic code does (``echonet.utils.loadvideo``).
 
     Args:
         path: video file (any container/codec the installed OpenCV/FFmpeg reads; EchoNet uses AVI).
+        check_frame_count: fail when fewer frames decode than the container declares (a truncated file decodes
+            its first part with only an FFmpeg warning).
 
     Returns:
         uint8 array of shape (C=3, T, H, W), RGB channel order.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file cannot be opened, holds no decodable frame, or its frames change size.
+        ValueError: the file cannot be opened, holds no decodable frame, its frames change size, or (with
+            ``check_frame_count``) fewer frames decode than its header declares.
     """
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video file not found: {path}")
     cap = cv2.VideoCapture(path)
     frames: list[np.ndarray] = []
+    declared = 0
     try:
         if not cap.isOpened():
             raise ValueError(f"cannot open video {path}: corrupt file or unsupported codec.")
+        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         while True:
             ok, frame = cap.read()
             if not ok:
@@ -82,9 +94,160 @@ def read_video(path: str) -> np.ndarray:
         cap.release()
     if not frames:
         raise ValueError(f"video {path} has no decodable frames (corrupt or empty file).")
+    if check_frame_count and declared > 0 and len(frames) < declared:
+        raise ValueError(
+            f"video {path}: only {len(frames)} of the {declared} frames its container declares could be decoded "
+            "(truncated or corrupt file)."
+        )
     video = np.stack(frames)  # (T, H, W, 3) BGR
     # BGR -> RGB and channel first; one contiguous copy
     return np.ascontiguousarray(video[..., ::-1].transpose(3, 0, 1, 2))
+
+
+def video_header(path: str) -> dict:
+    """Frame count, height, width and frame rate a video's container declares, read without decoding.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file cannot be opened.
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"video file not found: {path}")
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            raise ValueError(f"cannot open video {path}: corrupt file or unsupported codec.")
+        return {
+            "num_frames": int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
+            "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0),
+            "width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
+            "fps": float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
+        }
+    finally:
+        cap.release()
+
+
+def _finite_int(value: Any) -> int | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(round(number)) if math.isfinite(number) else None
+
+
+def _listed_problems(item: Mapping, num_frames: int, height: int, width: int) -> list[str]:
+    """What disagrees between a decoded (or declared) video and what its datalist row (FileList.csv) says."""
+    problems = []
+    listed = _finite_int(item.get("num_frames"))
+    if listed is not None and num_frames < listed:
+        problems.append(f"{num_frames} frames but NumberOfFrames says {listed} (truncated file?)")
+    for key, column, actual in (("frame_height", "FrameHeight", height), ("frame_width", "FrameWidth", width)):
+        listed = _finite_int(item.get(key))
+        if listed is not None and actual != listed:
+            problems.append(f"{column} is {actual} but the list says {listed}")
+    return problems
+
+
+def _size_outliers(sizes: dict[str, tuple[int, int]], size: Sequence[int] | None) -> list[str]:
+    if not sizes:
+        return []
+    if size is None:
+        counts: dict[tuple[int, int], int] = {}
+        for hw in sizes.values():
+            counts[hw] = counts.get(hw, 0) + 1
+        expected = max(counts, key=lambda hw: counts[hw])
+        why = f"{counts[expected]} of {len(sizes)} videos"
+    else:
+        expected = (int(size[0]), int(size[1]))
+        why = "expected"
+    return [
+        f"{p}: frames are {h}x{w} (HxW), {why} are {expected[0]}x{expected[1]}"
+        for p, (h, w) in sizes.items()
+        if (h, w) != expected
+    ]
+
+
+def _problems_message(problems: list[str], total: int, what: str) -> str:
+    """The first problem on the first line (so a one-line summary still names a file), then all of them."""
+    message = f"{len(problems)} of {total} video(s) {what}: {problems[0]}"
+    if len(problems) > 1:
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        message += "\n  " + "\n  ".join(problems[:10]) + more
+    return message
+
+
+def _raise_problems(problems: list[str], total: int, what: str) -> None:
+    if problems:
+        raise ValueError(_problems_message(problems, total, what))
+
+
+def check_video_files(items: Iterable[Mapping | str], size: Sequence[int] | None = None, key: str = "image") -> None:
+    """Check every video's header before training or inference (no decoding): all frames one size, and the frame
+    size and count the datalist states (EchoNet-Dynamic's ``FrameHeight``, ``FrameWidth``, ``NumberOfFrames``, kept
+    by :py:func:`~monai_contrastive.data.load_echonet_filelist` as ``frame_height``, ``frame_width``,
+    ``num_frames``) where it states them. A 128x128 video among 112x112 ones would otherwise fail inside a loader
+    thread, far from its file name.
+
+    Args:
+        items: datalist dicts (video under ``key``) or paths.
+        size: the required (H, W); None: the size most videos have.
+        key: the dict key of the video path.
+
+    Raises:
+        ValueError: listing every video that cannot be opened, has another size, or disagrees with its row.
+    """
+    items = [it if isinstance(it, Mapping) else {key: it} for it in items]
+    problems, sizes = [], {}
+    for item in items:
+        path = str(item[key])
+        try:
+            header = video_header(path)
+        except (OSError, ValueError) as e:
+            problems.append(f"{path}: {e}")
+            continue
+        sizes[path] = (header["height"], header["width"])
+        problems += [f"{path}: {p}" for p in _listed_problems(item, header["num_frames"], *sizes[path])]
+    problems += _size_outliers(sizes, size)
+    _raise_problems(problems, len(items), "cannot be used")
+
+
+class _CheckedThreadBuffer(ThreadBuffer):
+    """MONAI's ``ThreadBuffer`` drops an exception raised in its thread: the iteration just ends early (an epoch of
+    a few batches, rc 0). This one hands it over and re-raises it in the consuming thread."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.error: BaseException | None = None
+
+    def enqueue_values(self):
+        try:
+            super().enqueue_values()
+        except BaseException as e:  # re-raised by __iter__ in the consuming thread
+            self.error = e
+
+    def __iter__(self):
+        self.error = None
+        yield from super().__iter__()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+class CheckedThreadDataLoader(ThreadDataLoader):
+    """``monai.data.ThreadDataLoader`` whose background thread's errors reach the caller.
+
+    MONAI's version loses any exception raised while loading a batch (a corrupt video, a clip that cannot be cut):
+    the epoch silently ends early and the run exits 0. Here the error is re-raised where the batches are consumed
+    (the trainer), with its original traceback. Same arguments as ``ThreadDataLoader``.
+    """
+
+    def __iter__(self):
+        source = MonaiDataLoader.__iter__(self)
+        buffer = _CheckedThreadBuffer(source, self.buffer_size, self.buffer_timeout)
+        for batch in buffer:
+            for _ in range(self.repeats):
+                yield batch
 
 
 def _file_identity(path: str) -> tuple:
@@ -224,6 +387,7 @@ class VideoCache:
         try:
             with os.fdopen(fd, "wb") as f:
                 np.save(f, video)
+            apply_umask(tmp)
             os.replace(tmp, cached)
         except BaseException:
             if os.path.exists(tmp):
@@ -248,7 +412,9 @@ class VideoCache:
         self, items: Iterable[dict | str], num_workers: int = 0, progress: bool = True, key: str = "image"
     ) -> list[str]:
         """
-        Decode every video of ``items`` that is not cached yet.
+        Decode every video of ``items`` that is not cached yet, and check every decoded video: all of one frame size,
+        and as many frames and the frame size that the item states (``num_frames``, ``frame_height``,
+        ``frame_width``, from EchoNet-Dynamic's FileList.csv) where it states them.
 
         Args:
             items: datalist dicts (the video path under ``key``) or paths.
@@ -260,23 +426,29 @@ class VideoCache:
             the cache file of every item, in order.
 
         Raises:
-            RuntimeError: after trying every video, listing each one that could not be decoded.
+            RuntimeError: after trying every video, listing each one that could not be decoded, has another frame
+                size than the others, or disagrees with its item.
         """
-        paths = [it[key] if isinstance(it, dict) else it for it in items]
+        entries = [it if isinstance(it, Mapping) else {key: it} for it in items]
+        paths = [it[key] for it in entries]
 
-        def _one(p: str) -> tuple[str, str | None, str | None]:
+        def _one(item: Mapping) -> tuple[str, str | None, str | None]:
+            p = item[key]
             try:
-                self.get(p, keep_open=False)
-                return p, self.cache_path(p), None
+                video = self.get(p, keep_open=False)
+                problems = _listed_problems(item, *video.shape[1:])
+                sizes[str(p)] = tuple(video.shape[2:])
+                return p, self.cache_path(p), "; ".join(problems) or None
             except (OSError, ValueError, RuntimeError) as e:
                 return p, None, f"{type(e).__name__}: {e}"
 
+        sizes: dict[str, tuple] = {}
         if num_workers > 0:
             pool = ThreadPoolExecutor(max_workers=num_workers)
-            results: Iterable = pool.map(_one, paths)
+            results: Iterable = pool.map(_one, entries)
         else:
             pool = None
-            results = map(_one, paths)
+            results = map(_one, entries)
         if progress and has_tqdm:
             results = tqdm(results, total=len(paths), desc="decoding videos", unit="video")
         try:
@@ -284,11 +456,9 @@ class VideoCache:
         finally:
             if pool is not None:
                 pool.shutdown()
-        failed = [f"{p}: {err}" for p, _, err in done if err is not None]
+        failed = [f"{p}: {err}" for p, _, err in done if err is not None] + _size_outliers(sizes, None)
         if failed:
-            shown = "\n  ".join(failed[:10])
-            more = f"\n  ... and {len(failed) - 10} more" if len(failed) > 10 else ""
-            raise RuntimeError(f"{len(failed)} of {len(paths)} video(s) could not be decoded:\n  {shown}{more}")
+            raise RuntimeError(_problems_message(failed, len(paths), "could not be decoded or do not fit"))
         return [c for _, c, _ in done]  # type: ignore[misc]
 
     def __repr__(self) -> str:
@@ -357,6 +527,7 @@ def save_normalization(path: str, mean: Sequence[float], std: Sequence[float], *
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump({"mean": mean, "std": std, **metadata}, f, indent=2)
+    apply_umask(tmp)
     os.replace(tmp, path)
     return path
 

@@ -1,19 +1,23 @@
 """Task-agnostic evaluation runs and reports: cross-validation over folds, a held-out test split under several
-test-time protocols, end-of-run summaries and the metric tables they write (regression MAE / RMSE / R² today,
-segmentation Dice / NSD next)."""
+test-time protocols, end-of-run summaries and the metric tables they write (regression MAE / RMSE / R²), and the
+per-organ Dice / NSD evaluation of segmentation networks on the original label grid."""
 
 from __future__ import annotations
 
 from .cross_validation import CrossValidationEvaluation
 from .holdout import HoldoutEvaluation
 from .reporting import report_predictions, report_validation
+from .segmentation import FLARE22_NSD_TOLERANCE_MM, SegmentationEvaluation, segmentation_metrics
 from .tables import write_fold_report, write_metrics_table
 
 __all__ = [
     "CrossValidationEvaluation",
+    "FLARE22_NSD_TOLERANCE_MM",
     "HoldoutEvaluation",
     "report_predictions",
     "report_validation",
+    "SegmentationEvaluation",
+    "segmentation_metrics",
     "write_fold_report",
     "write_metrics_table",
 ]

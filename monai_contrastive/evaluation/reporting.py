@@ -9,8 +9,23 @@ __all__ = ["report_predictions", "report_validation"]
 
 
 def report_validation(evaluator, best_saver=None, output_file: str | None = None) -> dict:
-    """Print (and optionally save as JSON) the last validation metrics and those of the best checkpoint."""
+    """Print (and optionally save as JSON) the last validation metrics and those of the best checkpoint.
+
+    When no validation ran in this process (a re-run of a finished run resumes at its end and trains nothing), the
+    report of the earlier run in ``output_file`` is printed and kept, never overwritten with an empty result.
+    """
+    if output_file is None and best_saver is not None:
+        output_file = os.path.join(os.path.dirname(best_saver.save_path), "val_metrics.json")
     last = {k: float(v) for k, v in evaluator.state.metrics.items() if isinstance(v, (int, float))}
+    if not last and output_file and os.path.isfile(output_file):
+        with open(output_file) as f:
+            previous = json.load(f)
+        print(
+            f"\nNo validation ran in this run (nothing left to train?); the report of the earlier run, {output_file}:"
+            f"\n{json.dumps(previous, indent=2)}",
+            flush=True,
+        )
+        return previous
     result = {"last_validation": last}
     if best_saver is not None and best_saver.best_metrics:
         result["best_checkpoint"] = {"epoch": best_saver.best_epoch, "path": best_saver.save_path}
@@ -20,8 +35,6 @@ def report_validation(evaluator, best_saver=None, output_file: str | None = None
         vals = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items())
         lines.append(f"  {name}: {vals}")
     print("\n".join(lines), flush=True)
-    if output_file is None and best_saver is not None:
-        output_file = os.path.join(os.path.dirname(best_saver.save_path), "val_metrics.json")
     if output_file:
         os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
         with open(output_file, "w") as f:

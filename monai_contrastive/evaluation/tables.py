@@ -26,7 +26,11 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def write_metrics_table(
-    path: str, rows: Mapping[str, Mapping[str, Any]], title: str, metric_names: Sequence[str]
+    path: str,
+    rows: Mapping[str, Mapping[str, Any]],
+    title: str,
+    metric_names: Sequence[str],
+    append: bool = False,
 ) -> None:
     """
     Write a markdown table of ``{row_name: {metric: value}}`` with one column per metric name.
@@ -36,12 +40,13 @@ def write_metrics_table(
         rows: the rows, in order; a metric a row lacks is left empty.
         title: the table's heading.
         metric_names: the columns, in order.
+        append: add the table after a blank line at the end of ``path`` instead of replacing the file.
     """
     lines = [f"# {title}", "", "| | " + " | ".join(metric_names) + " |", "|---" * (len(metric_names) + 1) + "|"]
     for name, m in rows.items():
         lines.append(f"| {name} | " + " | ".join(str(m.get(k, "")) for k in metric_names) + " |")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    with open(path, "a" if append else "w") as f:
+        f.write(("\n" if append else "") + "\n".join(lines) + "\n")
 
 
 def write_json(path: str, content: Any) -> None:

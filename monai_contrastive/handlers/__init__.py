@@ -1,4 +1,11 @@
-from .checkpoint import BestModelSaver, ResumableCheckpoint, atomic_save, load_model_weights
+from .checkpoint import (
+    BestModelSaver,
+    ResumableCheckpoint,
+    apply_umask,
+    atomic_save,
+    atomic_write_json,
+    load_model_weights,
+)
 from .metrics import RegressionMetric, RegressionMetricHandler, regression_metrics
 from .moco import MomentumUpdate, QueueUpdate
 from .precise_bn import PreciseBatchNorm, update_bn_stats
@@ -11,7 +18,9 @@ __all__ = [
     "RegressionMetric",
     "RegressionMetricHandler",
     "ResumableCheckpoint",
+    "apply_umask",
     "atomic_save",
+    "atomic_write_json",
     "load_model_weights",
     "regression_metrics",
     "update_bn_stats",

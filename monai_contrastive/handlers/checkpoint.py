@@ -2,36 +2,63 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
-__all__ = ["atomic_save", "load_model_weights", "ResumableCheckpoint", "BestModelSaver"]
+__all__ = [
+    "apply_umask",
+    "atomic_save",
+    "atomic_write_json",
+    "load_model_weights",
+    "ResumableCheckpoint",
+    "BestModelSaver",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def atomic_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a crash leaves the old file."""
+def apply_umask(path: str) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (mode 0600) the mode a plain ``open(path, "w")`` gives (0666 less the
+    process umask), so that checkpoints, models and caches are readable by the group / others as usual."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def _atomic_write(path: str, write: Callable, binary: bool, suffix: str) -> None:
+    """``write(file)`` into a temporary file in ``path``'s folder, then ``os.replace``: a crash leaves the old file."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_save(obj, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a crash leaves the old file."""
+    _atomic_write(path, lambda f: torch.save(obj, f), binary=True, suffix=".pt")
+
+
+def atomic_write_json(obj, path: str) -> None:
+    """Write ``obj`` as JSON to a temporary file in the same folder, then ``os.replace``."""
+    _atomic_write(path, lambda f: json.dump(obj, f, indent=2), binary=False, suffix=".json")
 
 
 def load_model_weights(
@@ -49,6 +76,14 @@ def load_model_weights(
         state = state[key]
     network.load_state_dict(state)
     return network
+
+
+_FINGERPRINT_KEY = "run_fingerprint"
+
+
+def _short(value, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _state(save_dict: Mapping) -> dict:
@@ -71,6 +106,13 @@ class ResumableCheckpoint:
         resume: load the checkpoint at start when it exists.
         engine_key: the engine this handler is attached to is saved under this key (its epoch and iteration), so
             a config need not reference the trainer from inside the trainer's own handlers; None to leave it out.
+        fingerprint: what this run trains on, e.g. ``monai_contrastive.data.items_fingerprint(train_items,
+            datalist=..., fold=...)`` (a JSON-able dict). It is saved in the checkpoint; resuming a checkpoint whose
+            fingerprint differs raises a ``ValueError`` that names the differing fields, instead of silently
+            continuing (or reporting) a run made on other data. None: not recorded, not checked.
+
+    Raises:
+        ValueError: at resume, the checkpoint was written by a run with another ``fingerprint``.
     """
 
     def __init__(
@@ -82,9 +124,14 @@ class ResumableCheckpoint:
         resume: bool = True,
         map_location: str | torch.device = "cpu",
         engine_key: str | None = "trainer",
+        fingerprint: Mapping | None = None,
     ) -> None:
         if not save_dict:
             raise ValueError("ResumableCheckpoint: save_dict is empty.")
+        if fingerprint is not None and not isinstance(fingerprint, Mapping):
+            raise TypeError(f"ResumableCheckpoint: fingerprint must be a dict, got {type(fingerprint).__name__}.")
+        # through JSON: the comparison at resume sees exactly what was saved (tuples become lists, keys strings)
+        self.fingerprint = json.loads(json.dumps(dict(fingerprint), default=str)) if fingerprint is not None else None
         self.save_dir = save_dir
         self.save_dict = dict(save_dict)
         self.path = os.path.join(save_dir, filename)
@@ -108,6 +155,7 @@ class ResumableCheckpoint:
             ckpt = torch.load(self.path, map_location=self.map_location, weights_only=False)
         except Exception as e:
             raise RuntimeError(f"cannot read checkpoint {self.path!r} ({e}); delete it to start afresh.") from e
+        self._check_fingerprint(ckpt.get(_FINGERPRINT_KEY))
         missing = [k for k in self.save_dict if k not in ckpt]
         if missing:
             raise KeyError(f"checkpoint {self.path!r} lacks {missing}; it was written by another configuration.")
@@ -116,11 +164,41 @@ class ResumableCheckpoint:
         if max_epochs is not None and max_epochs > (engine.state.max_epochs or 0):
             engine.state.max_epochs = max_epochs  # allow training longer than the interrupted run planned
         logger.info(f"resumed from {self.path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}")
+        if engine.state.max_epochs is not None and engine.state.epoch >= engine.state.max_epochs:
+            logger.warning(
+                f"{self.path} is a finished run (epoch {engine.state.epoch} of {engine.state.max_epochs}): nothing is "
+                "trained. To train again, delete it or set ckpt_dir to a new folder; to train longer, raise the "
+                "number of epochs / iterations."
+            )
+
+    def _check_fingerprint(self, saved) -> None:
+        if self.fingerprint is None:
+            return
+        if saved is None:
+            logger.warning(f"{self.path} records no data fingerprint (written by an older version): not checked.")
+            return
+        keys = sorted(set(saved) | set(self.fingerprint))
+        differ = [k for k in keys if saved.get(k, "<absent>") != self.fingerprint.get(k, "<absent>")]
+        if not differ:
+            return
+        absent = "<absent>"
+        lines = "\n".join(
+            f"  {k}: checkpoint {_short(saved.get(k, absent))}, this run {_short(self.fingerprint.get(k, absent))}"
+            for k in differ
+        )
+        raise ValueError(
+            f"checkpoint {self.path!r} was written by a run on other data ({', '.join(differ)} differ):\n{lines}\n"
+            f"Refusing to resume it. To start afresh, delete {self.path!r} (and the model beside it) or set ckpt_dir "
+            "to a new folder; to resume it, run with the settings it was made with."
+        )
 
     def save(self, engine: Engine) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
             return
-        atomic_save(_state(self.save_dict), self.path)
+        obj = _state(self.save_dict)
+        if self.fingerprint is not None:
+            obj[_FINGERPRINT_KEY] = self.fingerprint
+        atomic_save(obj, self.path)
 
 
 class BestModelSaver:
@@ -136,13 +214,24 @@ class BestModelSaver:
         metric_name: key of ``engine.state.metrics``.
         mode: ``"min"`` (MAE, loss) or ``"max"`` (R², Dice).
         trainer: the trainer, for the epoch number written with the model.
+        plain: write the state dict of the single entry of ``save_dict`` alone (what the model zoo and MONAI Label
+            load as ``models/model.pt``); the metric, epoch and all validation metrics go to ``<save_path>.json``.
     """
 
     def __init__(
-        self, save_path: str, save_dict: Mapping, metric_name: str, mode: str = "min", trainer: Engine | None = None
+        self,
+        save_path: str,
+        save_dict: Mapping,
+        metric_name: str,
+        mode: str = "min",
+        trainer: Engine | None = None,
+        plain: bool = False,
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
+        if plain and len(save_dict) != 1:
+            raise ValueError(f"BestModelSaver(plain=True) saves one state dict, got entries {sorted(save_dict)}.")
+        self.plain = plain
         self.save_path = save_path
         self.save_dict = dict(save_dict)
         self.metric_name = metric_name
@@ -167,10 +256,15 @@ class BestModelSaver:
         self.best_metrics = {k: float(v) for k, v in engine.state.metrics.items() if isinstance(v, (int, float))}
         if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
             return
-        obj = _state(self.save_dict)
-        obj.update({"metric_name": self.metric_name, "metric": value, "epoch": self.best_epoch})
-        obj["metrics"] = dict(self.best_metrics)
-        atomic_save(obj, self.save_path)
+        info = {"metric_name": self.metric_name, "metric": value, "epoch": self.best_epoch}
+        info["metrics"] = dict(self.best_metrics)
+        if self.plain:
+            atomic_save(next(iter(self.save_dict.values())).state_dict(), self.save_path)
+            atomic_write_json(info, self.save_path + ".json")
+        else:
+            obj = _state(self.save_dict)
+            obj.update(info)
+            atomic_save(obj, self.save_path)
         logger.info(f"saved best model ({self.metric_name}={value:.5g}, epoch {self.best_epoch}) to {self.save_path}")
 
     def state_dict(self) -> dict:

@@ -13,6 +13,7 @@ whose label equals y_i (eq. 1: ``P(i) = {j != i: y_j = y_i}``), optionally withi
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -38,12 +39,39 @@ def positive_mask(
     return pos & ~eye, eye
 
 
-def _fp32():
-    """Leave autocast: s * cos reaches 150 + 300 and its exp must not be computed in half precision."""
-    try:
-        return torch.autocast(device_type="cuda", enabled=False)
-    except Exception:  # pragma: no cover - CPU-only builds
-        return contextlib.nullcontext()
+def _fp32() -> contextlib.ExitStack:
+    """Leave autocast on every device (CUDA and CPU): s * cos reaches 150 + 300, and the cosine matrix and the
+    exponentials must not be computed in float16/bfloat16 (CPU bf16 autocast gave a relative gradient error of
+    1.7e-2)."""
+    stack = contextlib.ExitStack()
+    for device_type in ("cuda", "cpu"):
+        try:
+            stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        except Exception:  # pragma: no cover - a build without this device type
+            pass
+    return stack
+
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _targets(name: str, labels: torch.Tensor | None, phi: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """The values that define positives: the labels; without labels the ECDF values, with a loud warning."""
+    if labels is not None:
+        return labels.to(phi.dtype)
+    warnings.warn(
+        f"{name}: no labels given, so positives are the samples with an equal ECDF value (tolerance {tolerance}). "
+        "Different labels within one ECDF step (and, with a tolerance, neighbouring ones) then count as positives, "
+        "which is not the loss of the paper (eq. 1: equal labels). Pass labels=... (MultiTaskRegressionLoss does).",
+        UserWarning,
+        stacklevel=3,
+    )
+    return phi
+
+
+def _check_reduction(name: str, reduction: str, allowed: tuple[str, ...] = _REDUCTIONS) -> None:
+    if reduction not in allowed:
+        raise ValueError(f"{name}: reduction must be one of {allowed}, got {reduction!r}.")
 
 
 def _upcast(t: torch.Tensor) -> torch.Tensor:
@@ -111,8 +139,7 @@ class AdaptiveMarginContrastiveLoss(_Loss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction=reduction)
-        if reduction not in ("mean", "none"):
-            raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}.")
+        _check_reduction(type(self).__name__, reduction, ("mean", "none"))
         self.scale = float(scale)
         self.margin = bool(margin)
         self.margin_scale = float(margin_scale)
@@ -132,7 +159,7 @@ class AdaptiveMarginContrastiveLoss(_Loss):
         with _fp32():
             z = _upcast(embeddings)
             phi = ecdf.to(z.dtype)
-            pos, eye = positive_mask(labels.to(z.dtype) if labels is not None else phi, ids, self.tolerance)
+            pos, eye = positive_mask(_targets(name, labels, phi, self.tolerance), ids, self.tolerance)
             cos = z @ z.t()
             logits = self.scale * cos
             if self.margin and self.margin_scale != 0:
@@ -140,12 +167,15 @@ class AdaptiveMarginContrastiveLoss(_Loss):
                 d = self.margin_scale * (phi[:, None] - phi[None, :]).abs()
                 logits = logits + self.scale * d.masked_fill(pos, 0.0)
             log_denom = torch.logsumexp(logits.masked_fill(eye, float("-inf")), dim=1)
+            # a row with no other sample (N = 1) has an empty denominator (-inf); it has no positive either
+            log_denom = log_denom.masked_fill(~torch.isfinite(log_denom), 0.0)
             log_prob = self.scale * cos - log_denom[:, None]
             n_pos = pos.sum(1)
-            per_anchor = -(log_prob * pos).sum(1) / n_pos.clamp(min=1)
+            # where, not a product with the mask: 0 * inf would give NaN
+            per_anchor = -torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(1) / n_pos.clamp(min=1)
             valid = n_pos > 0
             if self.reduction == "none":
-                return per_anchor * valid
+                return torch.where(valid, per_anchor, torch.zeros_like(per_anchor))
             if not valid.any():
                 return (z * 0.0).sum()
             return per_anchor[valid].mean()
@@ -181,10 +211,16 @@ class NPairLoss(_Loss):
     For every anchor i and positive p: ``log(1 + sum_{q in Q(i)} exp(s (cos_iq - cos_ip)))``, averaged over the
     positives of i and over anchors with a positive. Unlike SupCon the other positives are not in the denominator.
     Computed as ``softplus(logsumexp_q(s cos_iq) - s cos_ip)`` in O(N^2) memory. Shapes as in AdaCon.
+
+    ``reduction``: ``"mean"`` over anchors with a positive (default), ``"sum"`` over them, or ``"none"`` for the
+    per-anchor losses ``(N,)`` (0 for anchors without a positive).
     """
 
-    def __init__(self, scale: float = 150.0, tolerance: float = 0.0, gather_distributed: bool = True) -> None:
-        super().__init__()
+    def __init__(
+        self, scale: float = 150.0, tolerance: float = 0.0, gather_distributed: bool = True, reduction: str = "mean"
+    ) -> None:
+        super().__init__(reduction=reduction)
+        _check_reduction(type(self).__name__, reduction)
         self.scale = float(scale)
         self.tolerance = float(tolerance)
         self.gather_distributed = gather_distributed
@@ -195,7 +231,7 @@ class NPairLoss(_Loss):
         with _fp32():
             z = _upcast(embeddings)
             pos, eye = positive_mask(
-                labels.to(z.dtype) if labels is not None else ecdf.to(z.dtype), ids, self.tolerance
+                _targets(type(self).__name__, labels, ecdf.to(z.dtype), self.tolerance), ids, self.tolerance
             )
             neg = ~pos & ~eye
             s_cos = self.scale * (z @ z.t())
@@ -203,9 +239,13 @@ class NPairLoss(_Loss):
             per_pair = F.softplus(lse_neg[:, None] - s_cos)  # anchors with no negative: softplus(-inf) = 0
             n_pos = pos.sum(1)
             valid = n_pos > 0
+            per_anchor = torch.where(pos, per_pair, torch.zeros_like(per_pair)).sum(1) / n_pos.clamp(min=1)
+            if self.reduction == "none":
+                return torch.where(valid, per_anchor, torch.zeros_like(per_anchor))
             if not valid.any():
                 return (z * 0.0).sum()
-            per_anchor = (per_pair * pos).sum(1) / n_pos.clamp(min=1)
+            if self.reduction == "sum":
+                return per_anchor[valid].sum()
             return per_anchor[valid].mean()
 
 
@@ -218,6 +258,10 @@ class AdaptiveTripletLoss(_Loss):
     negative (for unit vectors ``||z_a - z_p||^2 - ||z_a - z_n||^2 = 2 (cos_an - cos_ap)``). Averaged over the
     triplets with a positive loss (batch-all mining, as pytorch-metric-learning's ``AvgNonZeroReducer``).
     Memory is O(N^3): meant for the paper's 64-view batches, not for thousands of views.
+
+    ``reduction``: ``"mean"`` (default, the average above), ``"sum"`` over all triplets, or ``"none"`` for the
+    per-anchor losses ``(N,)``: the sum of an anchor's triplet losses over its counted triplets (non-zero ones with
+    ``average_nonzero``, else all valid ones), 0 when it has none.
     """
 
     def __init__(
@@ -226,8 +270,10 @@ class AdaptiveTripletLoss(_Loss):
         tolerance: float = 0.0,
         average_nonzero: bool = True,
         gather_distributed: bool = True,
+        reduction: str = "mean",
     ) -> None:
-        super().__init__()
+        super().__init__(reduction=reduction)
+        _check_reduction(type(self).__name__, reduction)
         self.margin_scale = float(margin_scale)
         self.tolerance = float(tolerance)
         self.average_nonzero = average_nonzero
@@ -239,7 +285,7 @@ class AdaptiveTripletLoss(_Loss):
         with _fp32():
             z = _upcast(embeddings)
             phi = ecdf.to(z.dtype)
-            pos, eye = positive_mask(labels.to(z.dtype) if labels is not None else phi, ids, self.tolerance)
+            pos, eye = positive_mask(_targets(type(self).__name__, labels, phi, self.tolerance), ids, self.tolerance)
             neg = ~pos & ~eye
             sq = (2.0 - 2.0 * (z @ z.t())).clamp(min=0.0)  # squared distance of unit vectors
             m = self.margin_scale * (phi[:, None] - phi[None, :]).abs()
@@ -247,10 +293,12 @@ class AdaptiveTripletLoss(_Loss):
             t = sq[:, :, None] - sq[:, None, :] + m[:, None, :]
             valid = pos[:, :, None] & neg[:, None, :]
             t = torch.relu(t) * valid
-            if self.average_nonzero:
-                count = (t > 0).sum()
-            else:
-                count = valid.sum()
+            counted = (t > 0) if self.average_nonzero else valid
+            if self.reduction == "none":
+                return t.sum((1, 2)) / counted.sum((1, 2)).clamp(min=1)
+            if self.reduction == "sum":
+                return t.sum()
+            count = counted.sum()
             if count == 0:
                 return (z * 0.0).sum()
             return t.sum() / count

@@ -1,14 +1,17 @@
-"""Dictionary transforms for multi-view contrastive learning."""
+"""Dictionary transforms: multi-view contrastive learning, loading X-rays whatever format they come in."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
+from typing import Any
 
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
-__all__ = ["RandMultiViewd", "RandMultiViewD", "RandMultiViewDict"]
+from monai_contrastive.transforms.array import LoadXRay
+
+__all__ = ["RandMultiViewd", "RandMultiViewD", "RandMultiViewDict", "LoadXRayd", "LoadXRayD", "LoadXRayDict"]
 
 
 class RandMultiViewd(Randomizable, MapTransform):
@@ -63,3 +66,32 @@ class RandMultiViewd(Randomizable, MapTransform):
 
 
 RandMultiViewD = RandMultiViewDict = RandMultiViewd
+
+
+class LoadXRayd(MapTransform):
+    """Dictionary version of :class:`~monai_contrastive.transforms.LoadXRay`: replace each path under ``keys`` by
+    the ``(1, H, W)`` float32 image (DICOM, PNG, JPEG or NIfTI; errors name the file).
+
+    Args:
+        keys: keys holding the file paths.
+        scale: min-max scale each image to [0, 1].
+        reader: reader for non-DICOM files (``monai.transforms.LoadImage``'s ``reader``).
+        allow_missing_keys: don't raise if a key is missing.
+    """
+
+    backend = LoadXRay.backend
+
+    def __init__(
+        self, keys: KeysCollection, scale: bool = True, reader: str | None = None, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadXRay(scale=scale, reader=reader)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key])
+        return d
+
+
+LoadXRayD = LoadXRayDict = LoadXRayd

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Events
@@ -68,6 +69,7 @@ def test_train_resume_evaluate_infer(bundle, capsys, workflow):
     del net
 
     wf = workflow(bundle, ["train.json"], **TINY, epochs=2)
+    assert torch.load(ckpt, weights_only=False)["run_fingerprint"]["num_items"] == len(train_items)
     trainer = wf.parser.get_parsed_content("train#trainer")
     epochs = []
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
@@ -101,6 +103,21 @@ def test_train_resume_evaluate_infer(bundle, capsys, workflow):
     assert len(preds) == len(test_items)
     assert {os.path.abspath(r[0]) for r in preds} == {x["image"] for x in test_items}
     assert os.path.isfile(os.path.join(bundle, "eval", "predictions_metrics.json"))
+    assert "TEST split (all clips averaged)" in capsys.readouterr().out
+    wf.finalize()
+
+    # inference without the demo's settings reuses the demo data the model was trained on (it regenerated it with
+    # the generator's defaults, deleting the videos), and --split VAL is reported as VAL
+    filelist = os.path.join(bundle, "demo_data", "FileList.csv")
+    stamp = os.stat(filelist).st_mtime_ns
+    overrides = {k: v for k, v in _infer_overrides().items() if k != "demo_kwargs"}
+    wf = workflow(bundle, ["inference.json"], workflow_type="infer", **overrides, split="VAL")
+    wf.run()
+    out = capsys.readouterr().out
+    assert os.stat(filelist).st_mtime_ns == stamp
+    assert "using the existing 'lvef_echo' demo data" in out and "num_videos=20" in out
+    assert "VAL split (all clips averaged)" in out and "Test set" not in out
+    assert {x["split"] for x in wf.parser.get_parsed_content("test_items")} == {"VAL"}
     wf.finalize()
 
     # MONAI's check of the declared input/output shapes on the inference network (full 32 x 112 x 112 clip)
@@ -182,3 +199,55 @@ def test_corrupt_video_is_named(bundle, tmp_path, workflow):
         chain.append(str(e))
         e = e.__cause__ or e.__context__
     assert any(os.path.basename(bad) in m for m in chain), chain
+
+
+def _chain(error):
+    chain, e = [], error
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    return chain
+
+
+def _bad_dataset_run(bundle, tmp_path, workflow, root, **overrides):
+    with pytest.raises(Exception) as info:
+        wf = workflow(
+            bundle,
+            ["train.json"],
+            **{**TINY, **overrides},
+            epochs=1,
+            dataset_dir=root,
+            ckpt_dir=str(tmp_path / "models"),
+            video_cache_dir=str(tmp_path / "cache"),
+        )
+        wf.run()
+    return _chain(info.value)
+
+
+def test_truncated_and_odd_sized_videos_are_named(bundle, tmp_path, workflow):
+    """A truncated AVI (half its frames) and a 128x128 video among 112x112 ones stop the run naming the file."""
+    cv2 = pytest.importorskip("cv2")
+    root = generate_echo_demo(str(tmp_path / "echo"), num_videos=20, seed=3, frames=(40, 60))
+    train = load_echonet_filelist(root, "TRAIN")
+    cut = train[0]["image"]
+    data = open(cut, "rb").read()
+    open(cut, "wb").write(data[: len(data) // 2])
+    chain = _bad_dataset_run(bundle, tmp_path / "a", workflow, root)
+    assert any(os.path.basename(cut) in m and "frames" in m for m in chain), chain
+
+    root = generate_echo_demo(str(tmp_path / "echo2"), num_videos=20, seed=4, frames=(40, 60))
+    big = load_echonet_filelist(root, "TRAIN")[1]["image"]
+    writer = cv2.VideoWriter(big, cv2.VideoWriter_fourcc(*"MJPG"), 50.0, (128, 128), True)
+    for _ in range(50):
+        writer.write(np.full((128, 128, 3), 90, np.uint8))
+    writer.release()
+    chain = _bad_dataset_run(bundle, tmp_path / "b", workflow, root)
+    assert any(os.path.basename(big) in m and "128" in m for m in chain), chain
+
+
+def test_fewer_train_videos_than_one_batch_stops(bundle, tmp_path, workflow):
+    """The paper's batch 20 on 14 TRAIN videos: an error with both numbers, not "dataloader is empty", rc 0."""
+    root = generate_echo_demo(str(tmp_path / "echo"), num_videos=20, seed=2, frames=(40, 60))
+    n = len(load_echonet_filelist(root, "TRAIN"))
+    chain = _bad_dataset_run(bundle, tmp_path, workflow, root, batch_size=20)
+    assert any(f"{n} training items, batch_size 20" in m for m in chain), chain

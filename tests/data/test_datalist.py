@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -10,7 +12,9 @@ import pytest
 
 from monai_contrastive.data import (
     DEMO_GENERATORS,
+    check_loader_batches,
     generate_bmd_demo,
+    items_fingerprint,
     load_regression_datalist,
     patient_grouped_folds,
     resolve_datalist,
@@ -241,3 +245,58 @@ def test_parse_number_shared_by_the_readers():
     assert np.isnan(parse_number("nan", where, "NumberOfFrames", integer=True, optional=True))
     with pytest.raises(ValueError, match=re.escape(f"{where}: ESV must be a number, got 'abc'.")):
         parse_number("abc", where, "ESV", optional=True)
+
+
+def test_items_fingerprint():
+    items = [{"image": "/d/a.png", "label": 0.7, "patient": "P1"}, {"image": "/d/b.png", "label": 0.5}]
+    fp = items_fingerprint(items, datalist="/d/dataset.json", fold=0, num_folds=4)
+    assert fp["datalist"] == "/d/dataset.json" and fp["num_items"] == 2 and fp["fold"] == 0
+    assert fp == items_fingerprint([dict(i) for i in items], datalist="/d/dataset.json", fold=0, num_folds=4)
+    edited = [items[0], dict(items[1], label=0.51)]
+    assert (
+        items_fingerprint(edited, datalist="/d/dataset.json", fold=0, num_folds=4)["items_sha256"] != fp["items_sha256"]
+    )
+    assert json.loads(json.dumps(fp)) == fp
+
+
+def test_check_loader_batches_says_items_and_batch_size():
+    from monai.data import DataLoader
+
+    items = list(range(6))
+    loader = DataLoader(items, batch_size=4, drop_last=True)
+    assert check_loader_batches(loader) is loader
+    with pytest.raises(ValueError, match=r"yields no batch: 6 training items, batch_size 20 with drop_last=True"):
+        check_loader_batches(DataLoader(items, batch_size=20, drop_last=True))
+    with pytest.raises(ValueError, match="lower batch_size to at most 6"):
+        check_loader_batches(DataLoader(items, batch_size=20, drop_last=True))
+
+
+def test_resolve_datalist_reuses_existing_demo(tmp_path, capsys):
+    """Inference without dataset_dir must read the demo the model was trained on, not regenerate it."""
+    demo_dir = str(tmp_path / "demo")
+    trained_on = resolve_datalist(None, "bmd_xray", demo_dir, num_patients=4, image_size=32)
+    assert "using the 'bmd_xray' demo data" in capsys.readouterr().out
+    stamp = os.stat(trained_on).st_mtime_ns
+    path = resolve_datalist("", "bmd_xray", demo_dir, reuse_existing=True)  # the generator's defaults differ
+    assert path == trained_on and os.stat(path).st_mtime_ns == stamp
+    out = capsys.readouterr().out
+    assert "using the existing 'bmd_xray' demo data" in out and "num_patients=4" in out
+    fresh = resolve_datalist(None, "bmd_xray", str(tmp_path / "new"), reuse_existing=True, num_patients=3)
+    assert os.path.isfile(fresh) and "num_patients=3" in capsys.readouterr().out
+
+
+def test_worker_tempdir_not_left_behind(tmp_path):
+    """Persistent DataLoader workers are terminated at exit and used to leave pymp-* folders in the temp dir."""
+    script = (
+        "import torch\n"
+        "from monai.data import DataLoader\n"
+        "from monai_contrastive.data import share_worker_tempdir\n"
+        "share_worker_tempdir()\n"
+        "loader = DataLoader([torch.zeros(3)] * 8, batch_size=2, num_workers=2, persistent_workers=True)\n"
+        "for _ in range(2):\n"
+        "    for b in loader:\n"
+        "        pass\n"
+    )
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("pymp-")]

@@ -41,7 +41,9 @@ def test_filelist_reader(demo):
     two = load_echonet_filelist(demo, ["val", "TEST"])
     assert {it["split"] for it in two} == {"VAL", "TEST"}
     it = everything[0]
-    assert set(it) == {"image", "label", "filename", "split", "esv", "edv", "fps", "num_frames"}
+    keys = {"image", "label", "filename", "split", "esv", "edv", "fps", "num_frames", "frame_height", "frame_width"}
+    assert set(it) == keys
+    assert it["frame_height"] == int(rows[0]["FrameHeight"]) and it["frame_width"] == int(rows[0]["FrameWidth"])
     assert os.path.isabs(it["image"]) and it["image"].endswith(rows[0]["FileName"] + ".avi")
     assert it["label"] == pytest.approx(float(rows[0]["EF"]))
     assert isinstance(it["num_frames"], int)

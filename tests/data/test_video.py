@@ -9,12 +9,15 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from monai_contrastive.data import video as video_data
 from monai_contrastive.data.echonet import load_echonet_filelist
 from monai_contrastive.data.synthetic_echo import generate_echo_demo
 from monai_contrastive.data.video import (
+    CheckedThreadDataLoader,
     VideoCache,
+    check_video_files,
     fit_video_normalization,
     load_normalization,
     read_video,
@@ -203,3 +206,69 @@ def test_video_normalization_is_fitted_once(demo, tmp_path, monkeypatch):
     monkeypatch.setattr(video_data, "fit_video_normalization", lambda *a, **k: calls.append(1))
     assert video_normalization(path, items[:1]) == (mean, std)  # read back, not refitted on other items
     assert not calls
+
+
+# ---------------------------------------------------------------------------------------------- bad videos
+
+
+def _write_avi(path, frames: int, size: int = 112) -> str:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 50.0, (size, size), True)
+    rng = np.random.default_rng(frames + size)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    writer.release()
+    return str(path)
+
+
+def test_truncated_video_is_named(tmp_path):
+    """A truncated AVI decodes its first half with only an FFmpeg warning: compare with the declared count."""
+    full = _write_avi(tmp_path / "full.avi", 40)
+    data = open(full, "rb").read()
+    cut = tmp_path / "0XCUT.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    assert read_video(full).shape[1] == 40
+    with pytest.raises(ValueError, match=r"0XCUT\.avi: only \d+ of the 40 frames"):
+        read_video(str(cut))
+    with pytest.raises(RuntimeError, match=r"(?s)1 of 2 video.*0XCUT\.avi: ValueError.*of the 40 frames"):
+        VideoCache(str(tmp_path / "cache")).prepare([full, str(cut)], progress=False)
+
+
+def test_frame_count_and_size_checked_against_the_filelist(tmp_path):
+    """FileList's NumberOfFrames / FrameHeight / FrameWidth, and a 128x128 video among 112x112 ones."""
+    ok = [{"image": _write_avi(tmp_path / f"v{i}.avi", 20), "num_frames": 20, "frame_height": 112} for i in range(3)]
+    big = {"image": _write_avi(tmp_path / "0XBIG.avi", 20, size=128)}
+    short = {"image": _write_avi(tmp_path / "0XSHORT.avi", 12), "num_frames": 30}
+    check_video_files(ok)
+    with pytest.raises(ValueError, match=r"(?s)0XBIG\.avi: frames are 128x128 \(HxW\), 3 of 4 videos are 112x112"):
+        check_video_files(ok + [big])
+    with pytest.raises(ValueError, match=r"0XSHORT\.avi: 12 frames but NumberOfFrames says 30"):
+        check_video_files(ok + [short])
+    lying = dict(ok[0], frame_width=128)
+    with pytest.raises(ValueError, match=r"v0\.avi: FrameWidth is 112 but the list says 128"):
+        check_video_files([lying])
+    with pytest.raises(RuntimeError, match=r"(?s)2 of 5.*0XSHORT\.avi: 12 frames.*0XBIG\.avi: frames are 128x128"):
+        VideoCache(str(tmp_path / "cache")).prepare(ok + [big, short], progress=False)
+
+
+class _Failing(torch.utils.data.Dataset):
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        if i == 4:
+            raise ValueError("video /data/0XBAD.avi: cannot be decoded")
+        return torch.zeros(2)
+
+
+def test_checked_thread_loader_reraises_loader_errors():
+    """MONAI's ThreadDataLoader drops an error raised in its thread: the epoch silently ends early."""
+    from monai.data import ThreadDataLoader
+
+    assert len(list(ThreadDataLoader(_Failing(), batch_size=2))) == 2  # the defect this class exists for
+    loader = CheckedThreadDataLoader(_Failing(), batch_size=2)
+    seen = []
+    with pytest.raises(ValueError, match="0XBAD.avi"):
+        for batch in loader:
+            seen.append(batch)
+    assert len(seen) == 2
+    assert len(list(CheckedThreadDataLoader(_Failing(), batch_size=2, repeats=2, sampler=range(4)))) == 4

@@ -1,11 +1,23 @@
 from __future__ import annotations
 
+import logging
 import os
+import stat
 
 import pytest
 import torch
+from ignite.engine import Engine
+from torch.utils.data import DataLoader
 
-from monai_contrastive.handlers import RegressionMetric, atomic_save, regression_metrics, update_bn_stats
+from monai_contrastive.handlers import (
+    PreciseBatchNorm,
+    RegressionMetric,
+    ResumableCheckpoint,
+    atomic_save,
+    atomic_write_json,
+    regression_metrics,
+    update_bn_stats,
+)
 from monai_contrastive.networks import RegressionContrastiveNet
 
 
@@ -62,6 +74,7 @@ class _Backbone(torch.nn.Module):
 
 
 def test_standardised_head_and_output_key():
+    torch.manual_seed(0)  # the unit-norm check needs a projection that is not all zero
     net = RegressionContrastiveNet(_Backbone(), 3, fc_name="fc", target_mean=0.7, target_std=0.13, proj_dim=5)
     torch.nn.init.zeros_(net.heads["pred"].linear.weight)
     out = net(torch.randn(2, 3))
@@ -73,3 +86,76 @@ def test_standardised_head_and_output_key():
     torch.testing.assert_close(fresh(torch.randn(2, 3)), torch.full((2, 1), 0.7))
     with pytest.raises(AttributeError, match="classifier"):
         RegressionContrastiveNet(_Backbone(), 3, fc_name="nope")
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2, momentum=0.01))
+
+
+def test_precise_bn_with_no_batch_never_resets(caplog):
+    """Fewer items than one BN batch with drop_last: the loader yields nothing. The statistics must not be reset
+    (every prediction would be one constant): fall back to one batch of all items, or fail saying why."""
+    g = torch.Generator().manual_seed(1)
+    items = [{"image": torch.randn(1, 3, 3, generator=g) * 3 + 1} for _ in range(3)]
+    net = _bn_net()
+    net[1].running_mean.fill_(5.0)
+    loader = DataLoader(items, batch_size=8, drop_last=True)
+    assert len(loader) == 0
+    with caplog.at_level(logging.WARNING):
+        assert update_bn_stats(net, loader, num_batches=4) == 1
+    assert "yielded no batch (3 items, batch_size 8" in caplog.text
+    with torch.no_grad():
+        mean = net[0](torch.stack([i["image"] for i in items])).mean((0, 2, 3))
+    torch.testing.assert_close(net[1].running_mean, mean, rtol=1e-5, atol=1e-6)
+
+    net = _bn_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(RuntimeError, match=r"yielded no batch \(1 items, batch_size 8"):
+        update_bn_stats(net, DataLoader(items[:1], batch_size=8, drop_last=True))
+    with pytest.raises(RuntimeError, match="no batch"):
+        PreciseBatchNorm(net, [], num_batches=2)(None)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, before[k], msg=k)
+
+
+def _trainer_with_checkpoint(tmp_path, fingerprint, epochs=2):
+    net = torch.nn.Linear(2, 1)
+    trainer = Engine(lambda e, b: None)
+    ckpt = ResumableCheckpoint(str(tmp_path), {"model": net}, fingerprint=fingerprint)
+    ckpt.attach(trainer)
+    return trainer, ckpt
+
+
+def test_resumable_checkpoint_refuses_another_runs_checkpoint(tmp_path):
+    fp = {"datalist": "/data/a/dataset.json", "num_items": 10, "items_sha256": "abc", "fold": 0}
+    trainer, ckpt = _trainer_with_checkpoint(tmp_path, fp)
+    trainer.run([0, 1], max_epochs=2)
+    assert torch.load(ckpt.path, weights_only=False)["run_fingerprint"] == fp
+    # the same run resumes (a finished one trains nothing)
+    trainer, _ = _trainer_with_checkpoint(tmp_path, dict(fp))
+    trainer.run([0, 1], max_epochs=3)
+    assert trainer.state.epoch == 3
+    other = dict(fp, datalist="/data/b/dataset.json", items_sha256="def")
+    trainer, _ = _trainer_with_checkpoint(tmp_path, other)
+    with pytest.raises(ValueError) as info:
+        trainer.run([0, 1], max_epochs=3)
+    msg = str(info.value)
+    assert "other data (datalist, items_sha256 differ)" in msg and "/data/a/dataset.json" in msg
+    assert "/data/b/dataset.json" in msg and "delete" in msg and "ckpt_dir" in msg
+    # optional: without a fingerprint nothing is recorded or checked (other bundles)
+    trainer, ckpt = _trainer_with_checkpoint(tmp_path / "plain", None)
+    trainer.run([0], max_epochs=1)
+    assert "run_fingerprint" not in torch.load(ckpt.path, weights_only=False)
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    """mkstemp makes 0600 files; checkpoints and models must get the usual mode (0666 less the umask)."""
+    old = os.umask(0o022)
+    try:
+        atomic_save({"a": 1}, str(tmp_path / "m.pt"))
+        atomic_write_json({"a": 1}, str(tmp_path / "m.json"))
+    finally:
+        os.umask(old)
+    for name in ("m.pt", "m.json"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644, name

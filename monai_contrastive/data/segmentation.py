@@ -1,0 +1,96 @@
+"""Reading segmentation datalists (Decathlon JSON) and choosing the few-label training subsets."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from monai.data import load_decathlon_datalist
+
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "load_segmentation_datalist", "take_items"]
+
+IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+"""Volume files :func:`list_images` picks up (MONAI ``LoadImaged`` reads them with nibabel or ITK)."""
+
+
+def load_segmentation_datalist(
+    datalist: str, split: str = "training", require_label: bool = True, keys: Sequence[str] = ("image", "label")
+) -> list[dict]:
+    """Items of one split of a Decathlon-style datalist, paths made absolute, every file checked to exist.
+
+    Args:
+        datalist: the JSON file; relative paths are relative to its folder (MONAI ``load_decathlon_datalist``).
+        split: the list to read (``"training"``, ``"validation"``, ``"testing"``, ``"unlabelled"``...).
+        require_label: every item must have a ``label`` (segmentation training and evaluation).
+        keys: the path keys to check.
+
+    Raises:
+        FileNotFoundError: the datalist or a file of an item is missing (the item's index and key are named).
+        KeyError: the split is not in the datalist (the available lists are named).
+        ValueError: the split is empty or an item lacks ``image`` (or ``label`` when required).
+    """
+    if not os.path.isfile(datalist):
+        raise FileNotFoundError(f"datalist {datalist!r} not found.")
+    with open(datalist) as f:
+        raw = json.load(f)
+    lists = sorted(k for k, v in raw.items() if isinstance(v, list))
+    if split not in raw:
+        raise KeyError(f"datalist {datalist!r} has no {split!r} list (lists: {lists}).")
+    if not raw[split]:
+        raise ValueError(f"datalist {datalist!r}: the {split!r} list is empty.")
+    needed = ["image"] + (["label"] if require_label else [])
+    for i, item in enumerate(raw[split]):
+        if not isinstance(item, dict):
+            raise ValueError(f"datalist {datalist!r}, {split}[{i}]: expected an object with 'image', got {item!r}.")
+        missing = [k for k in needed if not item.get(k)]
+        if missing:
+            raise ValueError(f"datalist {datalist!r}, {split}[{i}]: no {missing} (keys: {sorted(item)}).")
+    items = load_decathlon_datalist(datalist, is_segmentation=True, data_list_key=split)
+    for i, item in enumerate(items):
+        for k in keys:
+            value: Any = item.get(k)
+            if isinstance(value, str) and not os.path.exists(value):
+                raise FileNotFoundError(f"datalist {datalist!r}, {split}[{i}] {k!r}: file {value!r} not found.")
+    return items
+
+
+def list_images(folder: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[str]:
+    """The volume files in ``folder`` (sorted), e.g. the input of a bundle's inference.
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: it holds no file with one of ``extensions``.
+    """
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"input folder {folder!r} not found.")
+    files = sorted(
+        os.path.join(folder, f)
+        for f in os.listdir(folder)
+        if f.lower().endswith(tuple(extensions)) and os.path.isfile(os.path.join(folder, f))
+    )
+    if not files:
+        raise ValueError(f"input folder {folder!r} holds no volume ({', '.join(extensions)}).")
+    return files
+
+
+def take_items(items: Sequence[dict], n: int | str | None, seed: int = 0, what: str = "training volumes") -> list[dict]:
+    """``n`` items drawn without replacement by a seeded permutation (all of them for None, 0 or ``"all"``).
+
+    The subsets of one seed are nested (the first 10 are among the first 60), as in a few-label study where the
+    smaller labelled set is part of the larger one.
+
+    Raises:
+        ValueError: ``n`` is negative, not a whole number, or larger than ``len(items)``.
+    """
+    if n is None or n == 0 or (isinstance(n, str) and n.strip().lower() in ("all", "none", "")):
+        return list(items)
+    if isinstance(n, bool) or not float(n).is_integer() or int(n) < 0:
+        raise ValueError(f"the number of {what} must be a whole number >= 0 (0 or null: all), got {n!r}.")
+    n = int(n)
+    if n > len(items):
+        raise ValueError(f"asked for {n} {what}, but the datalist has {len(items)}.")
+    order = np.random.default_rng(seed).permutation(len(items))[:n]
+    return [items[i] for i in order]

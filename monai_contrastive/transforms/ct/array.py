@@ -1,0 +1,237 @@
+# Copyright (c) MONAI Consortium and monai-contrastive contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Array transforms of the CT segmentation pipeline that MONAI lacks. The pipeline itself is MONAI's (``LoadImage``,
+``EnsureChannelFirst``, ``Orientation``, ``Spacing``, ``ScaleIntensityRange``, ``CropForeground``, ...); what is
+added here is :py:class:`ValidateCT`, which stops a bad case right after loading with an error that names its file,
+instead of letting it fail obscurely (or silently train on garbage) after resampling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import NdarrayOrTensor
+from monai.transforms import Transform
+
+__all__ = ["ValidateCT", "ct_name"]
+
+
+def ct_name(img: Any, meta: Mapping | None = None) -> str | None:
+    """
+    The source file of ``img``: ``filename_or_obj`` of its MetaTensor meta, else of ``meta`` (the
+    ``<key>_meta_dict`` of ``LoadImaged(image_only=False)``), else ``img`` itself when it is still a path.
+    ``None`` when none of these is known.
+    """
+    if isinstance(img, (str, bytes)) or hasattr(img, "__fspath__"):
+        return str(img)
+    for m in (getattr(img, "meta", None), meta):
+        if isinstance(m, Mapping) and m.get("filename_or_obj"):
+            return str(m["filename_or_obj"])
+    return None
+
+
+def _meta(img: Any, meta: Mapping | None) -> Mapping:
+    m = getattr(img, "meta", None)
+    if isinstance(m, Mapping) and m:
+        return m
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def _channel_dim(meta: Mapping) -> int | None:
+    """``original_channel_dim`` of ``LoadImage``'s meta as an int; ``None`` for "no channel" (NaN / a string)."""
+    ch = meta.get("original_channel_dim")
+    if ch is None or isinstance(ch, str):
+        return None
+    try:
+        ch = float(ch)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(ch) else int(ch)
+
+
+def _affine(img: Any, meta: Mapping) -> np.ndarray | None:
+    affine = getattr(img, "affine", None) if hasattr(img, "meta") else None
+    if affine is None:
+        affine = meta.get("affine")
+    return None if affine is None else np.asarray(affine, dtype=np.float64)
+
+
+def _plain(x: NdarrayOrTensor) -> torch.Tensor:
+    """``x`` as a plain tensor (MetaTensor ops would track meta for nothing)."""
+    if hasattr(x, "as_tensor"):
+        return x.as_tensor()
+    return torch.as_tensor(np.asarray(x)) if isinstance(x, np.ndarray) else torch.as_tensor(x)
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if math.isfinite(v) and v == int(v) else repr(v)
+
+
+class ValidateCT(Transform):
+    """
+    Check one CT case straight from ``LoadImage`` (before ``EnsureChannelFirst`` and any resampling) and pass the
+    image through unchanged. Every error is a ``ValueError`` that names the file (``filename_or_obj`` of the
+    MetaTensor meta, or of the ``meta`` dicts given).
+
+    Checks:
+
+    - the image (and the label) is a 3D volume. The array's spatial dimensions are those left after removing the
+      channel dimension ``LoadImage`` reports as ``original_channel_dim``: a NIfTI stored as (H, W, D, 1) (NIfTI
+      ``dim[0] = 4`` with one time point, which ``NibabelReader`` keeps as a channel) is accepted, since
+      ``EnsureChannelFirst`` turns it into (1, H, W, D) like any 3D volume; so is a plain (H, W, D, 1) array without
+      meta. Rejected: 2D images (one slice as (H, W), or an RGB picture), genuine 4D data (a time series or a
+      multi-component image: more than one channel), and volumes with extra singleton dimensions that
+      ``EnsureChannelFirst`` would not remove (NIfTI (H, W, D, 1, 1): load it with
+      ``NibabelReader(squeeze_non_spatial_dims=True)``). A single-slice (H, W, 1) volume is 3D and accepted.
+    - the image intensities are finite and at least one voxel is above ``min_max_hu`` HU: a volume whose maximum is
+      at or below -500 HU is empty (all air) or not in Hounsfield units (e.g. already normalised to [0, 1]).
+    - the label, when given, has the image's spatial shape and affine (``np.allclose``, ``atol`` in mm: the label
+      must live on the image's grid, else every later spatial transform would misalign them) and only integer
+      values in ``[0, num_classes)``; the offending values are named. ``num_classes=None`` only requires
+      non-negative integers.
+
+    An organ missing from a label map is not an error (the metrics report it as absent).
+
+    Args:
+        num_classes: number of label values including background 0 (14 for the 13 FLARE22 organs); ``None`` skips
+            the upper bound.
+        min_max_hu: the image must have a voxel above this value (HU); ``None`` skips the check.
+        affine_atol: absolute tolerance (mm) of the image / label affine comparison.
+    """
+
+    backend = [torch.Tensor, np.ndarray]
+
+    def __init__(self, num_classes: int | None = None, min_max_hu: float | None = -500.0, affine_atol: float = 1e-3):
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1 or None, got {num_classes}.")
+        self.num_classes = num_classes
+        self.min_max_hu = min_max_hu
+        self.affine_atol = affine_atol
+
+    def spatial_shape(self, img: NdarrayOrTensor, meta: Mapping | None = None, what: str = "image") -> tuple:
+        """The 3D spatial shape of ``img`` as loaded by ``LoadImage``; raises ``ValueError`` for anything else."""
+        m = _meta(img, meta)
+        name = ct_name(img, meta) or "<no file name>"
+        shape = tuple(int(s) for s in img.shape)
+        ch = _channel_dim(m)
+        after_ecf = " (apply ValidateCT to LoadImage's output, before EnsureChannelFirst)"
+        if ch is not None and -len(shape) <= ch < len(shape):
+            if shape[ch] != 1:
+                hint = after_ecf if len(shape) == 4 and shape[0] == 1 else ""
+                raise ValueError(
+                    f"{what} {name}: shape {shape} has {shape[ch]} channels / time points along dim {ch}; a CT "
+                    f"volume has one (genuine 4D and multi-component images are not supported){hint}."
+                )
+            spatial = shape[:ch] + shape[ch + 1 :] if ch != -1 else shape[:-1]
+        elif len(shape) == 4 and shape[-1] == 1:
+            spatial = shape[:3]
+        else:
+            spatial = shape
+        if len(spatial) != 3:
+            hint = ""
+            if len(spatial) > 3 and all(s == 1 for s in spatial[3:]):
+                hint = " (extra singleton dims: load it with NibabelReader(squeeze_non_spatial_dims=True))"
+            elif len(spatial) == 4 and spatial[0] == 1:
+                hint = after_ecf
+            raise ValueError(
+                f"{what} {name}: expected a 3D volume (H, W, D), got a {len(spatial)}D one, shape {shape}{hint}."
+            )
+        return spatial
+
+    def __call__(
+        self,
+        img: NdarrayOrTensor,
+        label: NdarrayOrTensor | None = None,
+        img_meta: Mapping | None = None,
+        label_meta: Mapping | None = None,
+    ) -> NdarrayOrTensor:
+        """
+        Args:
+            img: the CT volume as loaded, (H, W, D) or (H, W, D, 1), in HU.
+            label: its integer label map, same shape, or ``None``.
+            img_meta: meta dict of ``img`` when it is not a MetaTensor (``LoadImaged(image_only=False)``).
+            label_meta: meta dict of ``label``, likewise.
+
+        Returns:
+            ``img``, unchanged.
+        """
+        name = ct_name(img, img_meta) or "<no file name>"
+        shape = self.spatial_shape(img, img_meta, "image")
+        self._check_intensities(img, name)
+        if label is not None:
+            self._check_label(img, label, img_meta, label_meta, shape, name)
+        return img
+
+    def _check_intensities(self, img: NdarrayOrTensor, name: str) -> None:
+        x = _plain(img)
+        if x.numel() == 0:
+            raise ValueError(f"image {name}: the volume is empty (shape {tuple(x.shape)}).")
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"image {name}: contains NaN or infinite intensities.")
+        if self.min_max_hu is not None:
+            top = float(x.max())
+            if top <= self.min_max_hu:
+                raise ValueError(
+                    f"image {name}: no voxel above {self.min_max_hu} HU (maximum {top:g}): an empty volume, or not a "
+                    "CT in Hounsfield units."
+                )
+
+    def _check_label(
+        self,
+        img: NdarrayOrTensor,
+        label: NdarrayOrTensor,
+        img_meta: Mapping | None,
+        label_meta: Mapping | None,
+        shape: tuple,
+        name: str,
+    ) -> None:
+        label_name = ct_name(label, label_meta) or "<no file name>"
+        label_shape = self.spatial_shape(label, label_meta, "label")
+        if label_shape != shape:
+            raise ValueError(
+                f"label {label_name} has shape {label_shape} but its image {name} has {shape}; the label must be on "
+                "the image's voxel grid."
+            )
+        a_img, a_lab = _affine(img, _meta(img, img_meta)), _affine(label, _meta(label, label_meta))
+        if a_img is not None and a_lab is not None and not np.allclose(a_img, a_lab, atol=self.affine_atol):
+            raise ValueError(
+                f"label {label_name} and its image {name} have different affines (atol {self.affine_atol} mm); the "
+                f"label must be on the image's voxel grid.\nimage affine:\n{np.round(a_img, 4)}\nlabel affine:\n"
+                f"{np.round(a_lab, 4)}"
+            )
+        self._check_values(label, label_name)
+
+    def _check_values(self, label: NdarrayOrTensor, label_name: str) -> None:
+        y = _plain(label)
+        if y.numel() == 0:
+            raise ValueError(f"label {label_name}: the label map is empty (shape {tuple(y.shape)}).")
+        lo, hi = y.min(), y.max()
+        ok = bool(lo >= 0) and (self.num_classes is None or bool(hi < self.num_classes))
+        if ok and y.is_floating_point():
+            # a float label map (LoadImage's default dtype) must still hold integers: 0.5 is an interpolated label
+            ok = not bool((y != torch.round(y)).any())
+        if ok:
+            return
+        values = torch.unique(y).double().tolist()
+        bad = [
+            v
+            for v in values
+            if not (math.isfinite(v) and v == int(v) and v >= 0 and (self.num_classes is None or v < self.num_classes))
+        ]
+        bad = list(dict.fromkeys(_fmt(v) for v in bad))  # torch.unique keeps every NaN apart
+        shown = ", ".join(bad[:10]) + (f", ... ({len(bad)} in all)" if len(bad) > 10 else "")
+        allowed = f"[0, {self.num_classes})" if self.num_classes is not None else "non-negative integers"
+        raise ValueError(f"label {label_name}: values {shown} outside the label values {allowed}.")

@@ -1,0 +1,221 @@
+# Copyright (c) MONAI Consortium and monai-contrastive contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Dictionary versions of :py:mod:`monai_contrastive.transforms.ct.array`, and the MONAI transforms that sample random
+axial slices for the 2D networks.
+
+The shared CT pipeline of the segmentation bundles (3D networks stop before the slice sampler, or crop 3D patches
+instead)::
+
+    from monai.transforms import (
+        Compose, CropForegroundd, EnsureChannelFirstd, LoadImaged, Orientationd, ScaleIntensityRanged, Spacingd
+    )
+
+    keys = ("image", "label")
+    train_transforms = Compose(
+        [
+            LoadImaged(keys),
+            ValidateCTd(num_classes=14),  # right after loading: names the file of a bad case
+            EnsureChannelFirstd(keys),
+            Orientationd(keys, axcodes="RAS"),
+            Spacingd(keys, pixdim=(0.8, 0.8, 2.5), mode=("bilinear", "nearest")),
+            ScaleIntensityRanged("image", a_min=-160, a_max=240, b_min=0.0, b_max=1.0, clip=True),
+            CropForegroundd(keys, source_key="image"),
+            *axial_slice_sampler(keys, num_samples=4, label_key="label", num_classes=14),
+        ]
+    )
+
+MONAI needs no dedicated 2D slice sampler: a crop of ``(-1, -1, 1)`` (``RandCropByLabelClassesd`` or
+``RandSpatialCropSamplesd``) followed by ``SqueezeDimd(dim=-1)`` gives (C, H, W) MetaTensors whose 2D affine and
+``pixdim`` are the in-plane spacing of the resampled grid (``SqueezeDim`` drops the slice axis from the affine);
+``tests/transforms/test_ct.py`` checks that it does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+from monai.config import KeysCollection
+from monai.transforms import (
+    MapTransform,
+    RandCropByLabelClassesd,
+    RandSpatialCropSamplesd,
+    Spacingd,
+    SqueezeDimd,
+    Transform,
+)
+from monai.utils import PostFix, ensure_tuple
+
+from monai_contrastive.transforms.ct.array import ValidateCT, ct_name
+
+__all__ = [
+    "ResampleToSpacingd",
+    "ResampleToSpacingD",
+    "ResampleToSpacingDict",
+    "ValidateCTd",
+    "ValidateCTD",
+    "ValidateCTDict",
+    "axial_slice_sampler",
+]
+
+
+def _is_path(x: Any) -> bool:
+    return isinstance(x, (str, bytes, os.PathLike))
+
+
+class ValidateCTd(MapTransform):
+    """
+    Dictionary version of :py:class:`~monai_contrastive.transforms.ct.array.ValidateCT`: checks the image and label
+    of one case right after ``LoadImaged`` (MetaTensors, or arrays with ``<key>_meta_dict`` from
+    ``image_only=False``) and before ``EnsureChannelFirstd`` / any resampling; returns the item unchanged.
+
+    Every error is a ``ValueError`` naming the file(s): a volume that is not 3D, a label whose shape or affine differs
+    from its image's, a label value outside ``[0, num_classes)``, an image with no voxel above ``min_max_hu`` HU,
+    a key that still holds a path (not loaded yet), and a missing label when ``allow_missing_label`` is False.
+
+    Args:
+        image_key: key of the CT volume.
+        label_key: key of its label map; ``None`` checks the image only.
+        num_classes: number of label values including background (14 for FLARE22); ``None`` skips the upper bound.
+        min_max_hu: the image must have a voxel above this value (HU); ``None`` skips the check.
+        allow_missing_label: an item without ``label_key`` (inference) passes; False raises for it.
+        affine_atol: tolerance (mm) of the image / label affine comparison.
+    """
+
+    backend = ValidateCT.backend
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        label_key: str | None = "label",
+        num_classes: int | None = None,
+        min_max_hu: float | None = -500.0,
+        allow_missing_label: bool = True,
+        affine_atol: float = 1e-3,
+    ) -> None:
+        super().__init__([image_key] + ([label_key] if label_key else []), allow_missing_keys=True)
+        self.image_key = image_key
+        self.label_key = label_key
+        self.allow_missing_label = allow_missing_label
+        self.validator = ValidateCT(num_classes=num_classes, min_max_hu=min_max_hu, affine_atol=affine_atol)
+
+    def _loaded(self, d: Mapping, key: Hashable, name: str) -> Any:
+        value = d[key]
+        if _is_path(value):
+            raise ValueError(
+                f"ValidateCTd: {name} {value!s} under key {key!r} is not loaded; apply ValidateCTd after LoadImaged."
+            )
+        return value
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.image_key not in d:
+            raise ValueError(
+                f"ValidateCTd: the item has no image key {self.image_key!r} (keys: {sorted(map(str, d))})."
+            )
+        img = self._loaded(d, self.image_key, "image")
+        img_meta = d.get(PostFix.meta(self.image_key))
+        label = label_meta = None
+        if self.label_key is not None:
+            if d.get(self.label_key) is None:
+                if not self.allow_missing_label:
+                    name = ct_name(img, img_meta) or f"key {self.image_key!r}"
+                    raise ValueError(f"ValidateCTd: image {name} has no label under {self.label_key!r}.")
+            else:
+                label = self._loaded(d, self.label_key, "label")
+                label_meta = d.get(PostFix.meta(self.label_key))
+        self.validator(img, label, img_meta, label_meta)
+        return d
+
+
+ValidateCTD = ValidateCTDict = ValidateCTd
+
+
+def axial_slice_sampler(
+    keys: KeysCollection,
+    num_samples: int,
+    label_key: str | None = None,
+    ratios: Sequence[float] | None = None,
+    num_classes: int | None = None,
+    **crop_kwargs: Any,
+) -> list[Transform]:
+    """
+    MONAI transforms that turn a channel-first volume (C, H, W, D) into ``num_samples`` random axial slices
+    (C, H, W): a crop of ``(-1, -1, 1)`` then ``SqueezeDimd(dim=-1)``. Splice the list into a ``Compose``; the
+    result is a list of ``num_samples`` dicts (MONAI's ``DataLoader`` flattens them into the batch).
+
+    Put it after ``Orientationd`` (so that the last axis is inferior-superior, i.e. axial slices) and ``Spacingd``:
+    each slice is a MetaTensor whose 2D affine and ``pixdim`` give the in-plane spacing, which is what
+    spacing-aware losses and the 2D ``SliceInferer`` at test time rely on.
+
+    Args:
+        keys: keys cropped together (the same slice for all, e.g. ``("image", "label")``).
+        num_samples: slices per volume.
+        label_key: label map (1, H, W, D) to sample slices by class with ``RandCropByLabelClassesd`` (a slice
+            through a random voxel of a class drawn with ``ratios``); ``None`` samples slices uniformly with
+            ``RandSpatialCropSamplesd``.
+        ratios: class sampling ratios (background first), e.g. ``[1] * 14``; ``None`` draws every class equally.
+        num_classes: number of label values including background; defaults to ``len(ratios)``.
+        crop_kwargs: further arguments of ``RandCropByLabelClassesd`` (``image_key``, ``warn``, ...) or
+            ``RandSpatialCropSamplesd``.
+
+    Returns:
+        ``[crop, SqueezeDimd(keys, dim=-1)]``.
+
+    Raises:
+        ValueError: ``label_key`` without ``num_classes`` or ``ratios``.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+    roi = (-1, -1, 1)
+    crop: Transform
+    if label_key is not None:
+        if num_classes is None and ratios is None:
+            raise ValueError("axial_slice_sampler: sampling by label needs num_classes or ratios.")
+        crop = RandCropByLabelClassesd(
+            keys,
+            label_key=label_key,
+            spatial_size=roi,
+            ratios=None if ratios is None else list(ratios),
+            num_classes=num_classes if num_classes is not None else len(ensure_tuple(ratios)),
+            num_samples=num_samples,
+            **crop_kwargs,
+        )
+    else:
+        crop = RandSpatialCropSamplesd(keys, roi_size=roi, num_samples=num_samples, random_size=False, **crop_kwargs)
+    return [crop, SqueezeDimd(keys, dim=-1)]
+
+
+class ResampleToSpacingd(Spacingd):
+    """MONAI ``Spacingd`` that leaves non-dictionary ``<key>_*`` entries of the data alone.
+
+    After resampling a NIfTI image, MONAI 1.6's ``Spacingd`` calls ``.update`` on every data entry whose name starts
+    with ``<key>_``, assuming it is a meta dictionary. MONAI Label puts the study's path under ``image_path`` (a
+    string), so a bundle using ``Spacingd`` fails there with ``'str' object has no attribute 'update'``. This
+    subclass hides such entries during the call; everything else (arguments, inversion by ``Invertd``) is
+    ``Spacingd``'s own.
+    """
+
+    def __call__(self, data, lazy: bool | None = None):
+        d = dict(data)
+        hidden = {
+            k: d.pop(k)
+            for k in list(d)
+            if isinstance(k, str) and any(k.startswith(f"{key}_") for key in self.keys) and not isinstance(d[k], dict)
+        }
+        out = super().__call__(d, lazy=lazy)
+        out.update(hidden)
+        return out
+
+
+ResampleToSpacingD = ResampleToSpacingDict = ResampleToSpacingd
