@@ -30,7 +30,7 @@ def report_validation(evaluator, best_saver=None, output_file: str | None = None
     if best_saver is not None and best_saver.best_metrics:
         result["best_checkpoint"] = {"epoch": best_saver.best_epoch, "path": best_saver.save_path}
         result["best_checkpoint"].update(best_saver.best_metrics)
-    lines = ["", "Validation (held-out fold, never trained on):"]
+    lines = ["", "Validation (held-out data, never trained on):"]
     for name, m in result.items():
         vals = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items())
         lines.append(f"  {name}: {vals}")
