@@ -5,9 +5,10 @@ or ``$MONAI_CONTRASTIVE_MONAILABEL_VENV``) with this plugin installed in editabl
 must resolve there). The virtualenv is created on first use when ``MONAI_CONTRASTIVE_MONAILABEL_INSTALL=1`` or
 ``CI=true``; otherwise :func:`monailabel_python` returns ``None`` and the tests skip.
 
-:func:`monailabel_server` copies the ``monaibundle`` sample app shipped in the monailabel wheel, puts the bundle at
-``<app>/model/<bundle_name>/``, starts ``monailabel start_server`` on 127.0.0.1 in its own process group, waits for
-``/info/`` and yields a :class:`MonaiLabelClient`; the process group is always killed on exit.
+:func:`monailabel_server` copies the ``monaibundle`` sample app shipped in the monailabel wheel (or another app folder,
+e.g. the plugin's :data:`PLUGIN_APP` that serves regression bundles), puts the bundle(s) at ``<app>/model/<name>/``,
+starts ``monailabel start_server`` on 127.0.0.1 in its own process group, waits for ``/info/`` and yields a
+:class:`MonaiLabelClient`; the process group is always killed on exit.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ SERVER_ENV = {
     "MONAI_LABEL_TRACKING_ENABLED": "false",
 }
 DEFAULT_CONF = {"zoo_source": "github", "sam2": "false"}
+# the plugin's MONAI Label app (regression bundles answer /infer with their values as JSON)
+PLUGIN_APP = REPO_ROOT / "monai_contrastive" / "apps" / "monailabel"
 
 
 # --------------------------------------------------------------------------------------------------- virtualenv
@@ -263,6 +266,20 @@ class MonaiLabelClient:
             timeout,
         )
 
+    def infer_json(self, model: str, image_id: str, params: dict | None = None, timeout: float | None = None) -> dict:
+        """``POST /infer/<model>?image=<image_id>&output=json``: the result JSON (e.g. a regression bundle's values)."""
+        body, content_type = _multipart({"params": json.dumps(params or {})})
+        return json.loads(
+            self.request(
+                "POST",
+                f"/infer/{urllib.parse.quote(model)}",
+                {"image": image_id, "output": "json"},
+                body,
+                {"Content-Type": content_type},
+                timeout,
+            )[0]
+        )
+
     def train(self, model: str, params: dict | None = None, timeout: float | None = None) -> dict:
         """``POST /train/<model>?run_sync=true`` with ``params`` as the JSON body: the finished task's record."""
         return json.loads(
@@ -402,6 +419,8 @@ def monailabel_server(
     env: dict | None = None,
     link_bundle: bool = False,
     python: str | None = None,
+    app: str | os.PathLike | None = None,
+    more_bundles: dict[str, str] | None = None,
 ) -> Iterator[MonaiLabelClient]:
     """A running MONAI Label server (``monaibundle`` sample app) serving ``bundle_dir`` as ``bundle_name``.
 
@@ -418,6 +437,8 @@ def monailabel_server(
         timeout: seconds to wait for ``/info/`` to answer (and the client's default request timeout).
         env: more environment variables for the server (e.g. ``MONAI_LABEL_DATASTORE_FILE_EXT``).
         python: the MONAI Label virtualenv's python; :func:`monailabel_python` when ``None``.
+        app: the app folder to copy (default: the ``monaibundle`` sample app), e.g. :data:`PLUGIN_APP`.
+        more_bundles: ``{name: bundle folder}`` served too (copied like ``bundle_dir``; ``--conf models`` lists all).
 
     Yields:
         a :class:`MonaiLabelClient`; the server's process group is killed on exit, whatever happens.
@@ -431,7 +452,8 @@ def monailabel_server(
     tmp_path.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="monailabel_", dir=tmp_path))  # one per server: tmp_path may be reused
     app_dir = run_dir / "app"
-    shutil.copytree(sample_app_dir(python), app_dir, ignore=shutil.ignore_patterns("__pycache__", "logs", "model"))
+    app_src = Path(app) if app is not None else sample_app_dir(python)
+    shutil.copytree(app_src, app_dir, ignore=shutil.ignore_patterns("__pycache__", "logs", "model"))
     model_dir = app_dir / "model"
     model_dir.mkdir(exist_ok=True)
     target = model_dir / bundle_name
@@ -439,8 +461,13 @@ def monailabel_server(
         target.symlink_to(Path(bundle_dir).resolve(), target_is_directory=True)
     else:
         shutil.copytree(bundle_dir, target, ignore=shutil.ignore_patterns("__pycache__", "runs", "eval", ".cache"))
+    for name, folder in (more_bundles or {}).items():
+        shutil.copytree(
+            folder, model_dir / name, ignore=shutil.ignore_patterns("__pycache__", "runs", "eval", ".cache")
+        )
+    models = ",".join([bundle_name, *(more_bundles or {})])
 
-    conf = {"models": bundle_name, **DEFAULT_CONF, **{k: str(v) for k, v in (extra_conf or {}).items()}}
+    conf = {"models": models, **DEFAULT_CONF, **{k: str(v) for k, v in (extra_conf or {}).items()}}
     bin_dir = Path(python).parent
     server_env = dict(os.environ)
     server_env.pop("PYTHONPATH", None)

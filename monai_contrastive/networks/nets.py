@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping, Sequence
+from typing import Dict, List, Union
 
 import torch
 from torch import nn
@@ -156,15 +157,47 @@ class RegressionContrastiveNet(ContrastiveNet):
         }
         super().__init__(_Features(backbone), heads, input_norm=input_norm, output_key=output_key)
 
+    def forward(self, x: torch.Tensor) -> Union[Dict[str, torch.Tensor], torch.Tensor]:
+        """The outputs of :class:`ContrastiveNet` (same keys and values), written so that ``torch.jit.script`` compiles
+        it (model-zoo ``ckpt_export``): no keyword arguments, the heads called by name. Shapes: see the class."""
+        if self.input_norm is not None:
+            x = self.input_norm(x)
+        features = self.encoder(x)
+        key = self.output_key
+        if key is not None:  # a None attribute is typed NoneType when scripted: compare only inside this branch
+            if key == "features":
+                return features
+            if key == "pred":
+                return self.heads["pred"](features)
+            if key == "embedding":
+                return self.heads["embedding"](features)
+        return {
+            "features": features,
+            "pred": self.heads["pred"](features),
+            "embedding": self.heads["embedding"](features),
+        }
+
 
 class FoldEnsemble(nn.Module):
     """Average the outputs of the models of a cross-validation (AdaCon Table VI protocol: the four fold models).
 
-    Each member returns a tensor (or a dict, averaged key by key). Shapes: as the members'.
+    Each member returns a tensor (or a dict, averaged key by key). Shapes: as the members'. The state dict holds
+    member ``k``'s tensors under ``models.<k>.``; ``torch.jit.script`` compiles the ensemble when its members compile.
+
+    Args:
+        models: the member networks; or one network, copied ``num_models`` times (a config's ``network_def`` for a
+            fold ensemble whose weights are loaded afterwards, e.g. from a bundle's ``models/model.pt``).
+        num_models: the number of copies when ``models`` is one network.
     """
 
-    def __init__(self, models: Sequence[nn.Module]) -> None:
+    def __init__(self, models: Sequence[nn.Module] | nn.Module, num_models: int | None = None) -> None:
         super().__init__()
+        if isinstance(models, nn.Module):
+            if num_models is None or int(num_models) < 1:
+                raise ValueError(f"FoldEnsemble of one network needs num_models >= 1, got {num_models!r}.")
+            models = [models] + [copy.deepcopy(models) for _ in range(int(num_models) - 1)]
+        elif num_models is not None and int(num_models) != len(models):
+            raise ValueError(f"FoldEnsemble got {len(models)} models but num_models={num_models}.")
         if not models:
             raise ValueError("FoldEnsemble needs at least one model.")
         self.models = nn.ModuleList(models)
@@ -187,8 +220,53 @@ class FoldEnsemble(nn.Module):
             models.append(m)
         return cls(models)
 
-    def forward(self, x: torch.Tensor):
-        outs = [m(x) for m in self.models]
-        if isinstance(outs[0], dict):
-            return {k: torch.stack([o[k] for o in outs]).mean(0) for k in outs[0]}
-        return torch.stack(outs).mean(0)
+    def load_weights(
+        self, path: str | None = None, member_paths: Sequence[str] | None = None, key: str | None = "model"
+    ) -> FoldEnsemble:
+        """Load the ensemble's weights; return it.
+
+        ``path`` (a bundle's ``models/model.pt``: the ensemble's state dict, plain or under ``key``) is used when it
+        exists; otherwise ``member_paths``, one checkpoint per member (the fold models ``models/fold<k>/model.pt``
+        that training writes). Either way every tensor must match (strict loading).
+
+        Raises:
+            FileNotFoundError: neither ``path`` nor every member checkpoint exists (the message names them).
+            ValueError: ``member_paths`` has another length than the ensemble.
+        """
+        if path and os.path.isfile(path):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if key and isinstance(state, dict) and key in state:
+                state = state[key]
+            self.load_state_dict(state)
+            return self
+        member_paths = list(member_paths or [])
+        if len(member_paths) != len(self.models):
+            raise ValueError(f"{len(self.models)} ensemble members but {len(member_paths)} member checkpoints given.")
+        missing = [p for p in member_paths if not os.path.isfile(p)]
+        if missing:
+            raise FileNotFoundError(
+                f"no ensemble weights {path!r} and fold checkpoints not found: {missing}; train every fold first "
+                "(or export the bundle, which writes the ensemble's models/model.pt)."
+            )
+        for m, p in zip(self.models, member_paths):
+            state = torch.load(p, map_location="cpu", weights_only=True)
+            if key and isinstance(state, dict) and key in state:
+                state = state[key]
+            m.load_state_dict(state)
+        return self
+
+    def forward(self, x: torch.Tensor) -> Union[Dict[str, torch.Tensor], torch.Tensor]:
+        tensors: List[torch.Tensor] = []
+        dicts: List[Dict[str, torch.Tensor]] = []
+        for m in self.models:
+            o = m(x)
+            if isinstance(o, torch.Tensor):
+                tensors.append(o)
+            else:
+                dicts.append(o)
+        if len(dicts) == 0:
+            return torch.stack(tensors).mean(0)
+        out: Dict[str, torch.Tensor] = {}
+        for k in dicts[0].keys():
+            out[k] = torch.stack([d[k] for d in dicts]).mean(0)
+        return out

@@ -1,0 +1,427 @@
+"""Export a trained bundle as a self-contained, model-zoo-ready bundle folder.
+
+``monai-contrastive export NAME --out DIR`` writes ``DIR/NAME/``:
+
+- ``configs/``: the bundle's configs with the plugin's ``_target_`` paths and imports pointing at ``scripts.``
+  (``$import scripts.monai_contrastive as monai_contrastive`` keeps the configs' expressions as they are), BMD's
+  ``num_folds`` set to the number of exported fold models;
+- ``scripts/monai_contrastive/``: the plugin code the configs use (the package without its command line, figure
+  and export modules), its absolute imports rewritten to ``scripts.monai_contrastive`` so that it never mixes with
+  an installed plugin;
+- ``models/model.pt``: the served network's plain state dict (the fold ensemble's for a bundle with folds: member
+  ``k`` under ``models.<k>.``), loadable with no ``key_in_ckpt``; ``models/model.ts``: the scripted network
+  (``torch.jit.script``, with the metadata and inference config inside, as ``ckpt_export`` writes it);
+- ``large_files.yml``: the weights (over the model zoo's 25 MB per file) with URL and MD5, for the zoo to host;
+- ``configs/metadata.json``: the 20240725 schema, ``required_packages_version`` listing only installable packages
+  (what the copied code imports at module level, plus the readers the bundle lists), with the versions installed
+  here;
+- ``docs/``, ``LICENSE`` as in the bundle.
+
+The model zoo runs a bundle from its folder (``python -m monai.bundle ...`` from the bundle root, or MONAI Label,
+which puts the bundle on ``sys.path``), so ``scripts`` is importable there.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from importlib import metadata as importlib_metadata
+
+__all__ = [
+    "ZOO_MAX_FILE_MB",
+    "SCHEMA_URL",
+    "export_bundle",
+    "rewrite_config",
+    "required_packages",
+    "read_large_files",
+    "zoo_file_sizes",
+]
+
+SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
+ZOO_MAX_FILE_MB = 25.0
+DEFAULT_WEIGHTS_URL = "https://github.com/Project-MONAI/model-zoo/releases/download/hosting_storage_v1"
+
+_PACKAGE = "monai_contrastive"
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# not needed by any bundle config: the command line, figures (matplotlib/scipy), this module, the MONAI Label app
+_SKIP_MODULES = ("cli.py", "visualize.py", "export.py")
+_SKIP_DIRS = ("_bundles", "apps", "__pycache__")
+_SKIP_BUNDLE = ("models", "eval", "runs", "demo_data", ".cache", "__pycache__", "scripts", "large_files.yml")
+# covered by the metadata's own keys (monai_version, pytorch_version, numpy_version)
+_OWN_KEYS = {"monai": "monai_version", "torch": "pytorch_version", "numpy": "numpy_version"}
+_NAME_RE = re.compile(r"(?<![\w.\-/])" + _PACKAGE + r"(?![\w\-])")
+
+
+# --------------------------------------------------------------------------------------------------- code
+
+
+def _rewrite_code(text: str) -> str:
+    return _NAME_RE.sub("scripts." + _PACKAGE, text)
+
+
+def copy_plugin(scripts_dir: str) -> list[str]:
+    """Copy the plugin package to ``scripts_dir/monai_contrastive`` with its imports rewritten; return the files."""
+    dst_root = os.path.join(scripts_dir, _PACKAGE)
+    written = []
+    for root, dirs, files in os.walk(_PACKAGE_DIR):
+        rel = os.path.relpath(root, _PACKAGE_DIR)
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+        for f in sorted(files):
+            if not f.endswith(".py") or (rel == "." and f in _SKIP_MODULES):
+                continue
+            dst = os.path.normpath(os.path.join(dst_root, rel, f))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            with open(os.path.join(root, f)) as fh:
+                text = fh.read()
+            with open(dst, "w") as fh:
+                fh.write(_rewrite_code(text))
+            written.append(dst)
+    with open(os.path.join(scripts_dir, "__init__.py"), "w") as fh:
+        fh.write('"""Code of this bundle: a copy of the monai-contrastive plugin (the parts its configs use)."""\n')
+    return written
+
+
+def _module_level_imports(path: str) -> set[str]:
+    """Top-level names of the modules ``path`` imports when it is imported (not inside functions)."""
+    with open(path) as fh:
+        tree = ast.parse(fh.read(), filename=path)
+    names: set[str] = set()
+
+    def visit(body):
+        for node in body:
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+            elif isinstance(node, (ast.If, ast.Try)):
+                # ``if TYPE_CHECKING`` blocks are not run
+                if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                    continue
+                visit(node.body)
+                visit(getattr(node, "orelse", []))
+                for h in getattr(node, "handlers", []):
+                    visit(h.body)
+
+    visit(tree.body)
+    return names
+
+
+def _distribution_version(dist: str) -> str:
+    return importlib_metadata.version(dist)
+
+
+def required_packages(code_files: Sequence[str], listed: dict | None = None) -> dict[str, str]:
+    """``{distribution: version}`` for the third-party modules ``code_files`` import at module level, plus ``listed``
+    (the bundle's own list, e.g. image readers imported on demand) and ``fire`` (for ``python -m monai.bundle``),
+    without the plugin itself and the packages the metadata has keys for (monai, torch, numpy); versions are those
+    installed here."""
+    top = set()
+    for f in code_files:
+        top |= _module_level_imports(f)
+    top -= set(sys.stdlib_module_names) | {"scripts", _PACKAGE, "__future__"}
+    mapping = importlib_metadata.packages_distributions()
+    out: dict[str, str] = {}
+    for name in sorted(top):
+        if name in _OWN_KEYS:
+            continue
+        dists = mapping.get(name)
+        if not dists:
+            raise RuntimeError(f"the exported code imports {name!r}, which no installed distribution provides.")
+        dist = dists[0]
+        out[dist.lower()] = _distribution_version(dist)
+    for dist in listed or {}:
+        if dist.lower().replace("_", "-") in ("monai-contrastive",) or dist in _OWN_KEYS:
+            continue
+        out[dist.lower()] = _distribution_version(dist)
+    out["fire"] = _distribution_version("fire")  # ``python -m monai.bundle ...`` needs it (MONAI's optional dependency)
+    for own in ("monai", "torch", "numpy"):
+        out.pop(own, None)
+    return dict(sorted(out.items()))
+
+
+# --------------------------------------------------------------------------------------------------- configs
+
+
+def _rewrite_import(text: str) -> str:
+    body = text[1:].strip()
+    if body == f"import {_PACKAGE}":
+        return f"$import scripts.{_PACKAGE} as {_PACKAGE}"
+    return "$" + _rewrite_code(body)
+
+
+def rewrite_config(config):
+    """A config (dict/list/str tree) with the plugin referenced under ``scripts.``: ``_target_`` paths and the
+    ``imports`` list rewritten; expressions keep ``monai_contrastive.x`` (the package is imported under that name)."""
+    if isinstance(config, dict):
+        out = {}
+        for k, v in config.items():
+            if k == "_target_" and isinstance(v, str) and v.startswith(_PACKAGE + "."):
+                out[k] = "scripts." + v
+            elif k == "imports" and isinstance(v, list):
+                out[k] = [_rewrite_import(x) if isinstance(x, str) and x.startswith("$") else x for x in v]
+                if any(_PACKAGE in json.dumps(x) for x in out[k]) and (
+                    f"$import scripts.{_PACKAGE} as {_PACKAGE}" not in out[k]
+                ):
+                    out[k].append(f"$import scripts.{_PACKAGE} as {_PACKAGE}")
+            else:
+                out[k] = rewrite_config(v)
+        return out
+    if isinstance(config, list):
+        return [rewrite_config(v) for v in config]
+    if (
+        isinstance(config, str)
+        and config.startswith("$import ")
+        or isinstance(config, str)
+        and (config.startswith("$from "))
+    ):
+        return _rewrite_import(config)
+    return config
+
+
+# --------------------------------------------------------------------------------------------------- weights
+
+
+def _md5(path: str) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fold_checkpoints(bundle: str) -> list[str]:
+    models = os.path.join(bundle, "models")
+    if not os.path.isdir(models):
+        return []
+    found = []
+    for name in os.listdir(models):
+        m = re.fullmatch(r"fold(\d+)", name)
+        if m and os.path.isfile(os.path.join(models, name, "model.pt")):
+            found.append((int(m.group(1)), os.path.join(models, name, "model.pt")))
+    return [p for _, p in sorted(found)]
+
+
+def _load_state(path: str, key: str = "model") -> dict:
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+        state = state[key]
+    return state
+
+
+def write_large_files(bundle_dir: str, files: Sequence[str], base_url: str, name: str, version: str) -> str:
+    """Write ``large_files.yml`` (model-zoo format) for ``files`` (paths relative to ``bundle_dir``)."""
+    lines = ["large_files:"]
+    for rel in files:
+        url = f"{base_url.rstrip('/')}/{name}_v{version}_{os.path.basename(rel)}"
+        lines += [
+            f'  - path: "{rel}"',
+            f'    url: "{url}"',
+            f'    hash_val: "{_md5(os.path.join(bundle_dir, rel))}"',
+            '    hash_type: "md5"',
+        ]
+    path = os.path.join(bundle_dir, "large_files.yml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def read_large_files(path: str) -> list[dict]:
+    """Parse the ``large_files.yml`` that :func:`write_large_files` writes (a list of flat string mappings)."""
+    entries: list[dict] = []
+    with open(path) as f:
+        for line in f:
+            s = line.strip()
+            if not s or s == "large_files:":
+                continue
+            if s.startswith("- "):
+                entries.append({})
+                s = s[2:]
+            key, _, value = s.partition(":")
+            entries[-1][key.strip()] = value.strip().strip('"')
+    return entries
+
+
+def zoo_file_sizes(bundle_dir: str) -> dict[str, float]:
+    """Size in MB of every file of ``bundle_dir`` that a zoo pull request would carry (not in ``large_files.yml``)."""
+    hosted = set()
+    lf = os.path.join(bundle_dir, "large_files.yml")
+    if os.path.isfile(lf):
+        hosted = {e["path"] for e in read_large_files(lf)}
+    sizes = {}
+    for root, dirs, files in os.walk(bundle_dir):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for f in files:
+            rel = os.path.relpath(os.path.join(root, f), bundle_dir)
+            if rel not in hosted:
+                sizes[rel] = os.path.getsize(os.path.join(root, f)) / 2**20
+    return sizes
+
+
+# --------------------------------------------------------------------------------------------------- export
+
+
+def _parse_exported(bundle_dir: str, config: str = "inference.json", **overrides):
+    """A ConfigParser of the exported bundle, with its ``scripts`` importable (the caller unloads it after)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(os.path.join(bundle_dir, "configs", config))
+    parser.read_meta(os.path.join(bundle_dir, "configs", "metadata.json"))
+    parser["bundle_root"] = bundle_dir
+    for k, v in overrides.items():
+        parser[k] = v
+    return parser
+
+
+def _unload_scripts() -> None:
+    for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+        del sys.modules[name]
+
+
+def export_bundle(
+    name: str,
+    out: str,
+    ckpt: str | Sequence[str] | None = None,
+    weights_url: str = DEFAULT_WEIGHTS_URL,
+    torchscript: bool = True,
+    overwrite: bool = False,
+) -> str:
+    """Write the model-zoo-ready copy of bundle ``name`` (a name or a bundle folder) to ``out/<bundle name>``.
+
+    Args:
+        name: the bundle (``monai-contrastive list``) or its folder.
+        out: the folder to write the exported bundle into.
+        ckpt: the trained weights: one checkpoint (``{"model": state_dict}`` or a plain state dict), or one per
+            fold for a fold ensemble. Default: the bundle's ``models/model.pt`` when it exists, else its
+            ``models/fold<k>/model.pt`` (every fold found).
+        weights_url: where the zoo will host the weights (``large_files.yml`` URLs are ``<weights_url>/<name>_v<
+            version>_<file>``).
+        torchscript: also write ``models/model.ts`` (``torch.jit.script`` of ``network_def``).
+        overwrite: replace an existing export.
+
+    Returns:
+        the exported bundle folder.
+    """
+    import torch
+
+    from monai_contrastive.cli import bundle_path
+
+    src = os.path.abspath(bundle_path(name))
+    bundle_name = os.path.basename(os.path.normpath(src))
+    dst = os.path.abspath(os.path.join(out, bundle_name))
+    if os.path.exists(dst):
+        if not overwrite:
+            raise FileExistsError(f"{dst} exists; pass --overwrite True to replace it.")
+        shutil.rmtree(dst)
+    with open(os.path.join(src, "configs", "inference.json")) as f:
+        inference = json.load(f)
+    has_folds = "fold_ckpt_paths" in inference
+
+    # the weights to export
+    if ckpt is None:
+        served = os.path.join(src, "models", "model.pt")
+        ckpts = [served] if os.path.isfile(served) else _fold_checkpoints(src)
+    else:
+        ckpts = [ckpt] if isinstance(ckpt, str) else list(ckpt)
+    if not ckpts:
+        raise FileNotFoundError(f"no trained weights in {os.path.join(src, 'models')}; train the bundle first.")
+    missing = [p for p in ckpts if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"checkpoints not found: {missing}")
+    if len(ckpts) > 1 and not has_folds:
+        raise ValueError(f"{bundle_name} serves one model, got {len(ckpts)} checkpoints: {ckpts}")
+
+    # files of the bundle, the plugin code, configs rewritten
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*_SKIP_BUNDLE))
+    code = copy_plugin(os.path.join(dst, "scripts"))
+    states = [_load_state(p) for p in ckpts]
+    ensemble_state = len(states) == 1 and any(k.startswith("models.") for k in states[0])
+    num_folds = None
+    if has_folds:
+        num_folds = (
+            len({k.split(".")[1] for k in states[0] if k.startswith("models.")}) if ensemble_state else len(states)
+        )
+    for fname in sorted(os.listdir(os.path.join(dst, "configs"))):
+        if not fname.endswith(".json") or fname == "metadata.json":
+            continue
+        path = os.path.join(dst, "configs", fname)
+        with open(path) as f:
+            config = json.load(f)
+        config = rewrite_config(config)
+        if fname == "inference.json" and has_folds:
+            config["num_folds"] = num_folds  # the exported models/model.pt is the ensemble of these folds
+        with open(path, "w") as f:
+            json.dump(config, f, indent=4)
+            f.write("\n")
+
+    # metadata
+    with open(os.path.join(src, "configs", "metadata.json")) as f:
+        meta = json.load(f)
+    exported_meta = copy.deepcopy(meta)
+    exported_meta["schema"] = SCHEMA_URL
+    exported_meta["required_packages_version"] = required_packages(code, meta.get("required_packages_version"))
+    bad = {k: v for k, v in exported_meta.get("eval_metrics", {}).items() if not isinstance(v, (int, float))}
+    if bad:
+        raise ValueError(f"metadata eval_metrics must be numbers, got {bad}")
+    with open(os.path.join(dst, "configs", "metadata.json"), "w") as f:
+        json.dump(exported_meta, f, indent=4)
+        f.write("\n")
+
+    # weights: the served network's plain state dict, checked by loading it strictly into the exported network_def
+    os.makedirs(os.path.join(dst, "models"), exist_ok=True)
+    sys.path.insert(0, dst)
+    _unload_scripts()
+    try:
+        parser = _parse_exported(dst)
+        net = parser.get_parsed_content("network_def")
+        if has_folds and not ensemble_state:
+            for member, state in zip(net.models, states):
+                member.load_state_dict(state)
+        else:
+            net.load_state_dict(states[0])
+        model_pt = os.path.join(dst, "models", "model.pt")
+        torch.save(net.state_dict(), model_pt)
+        large = ["models/model.pt"]
+        if torchscript:
+            from monai.networks.utils import convert_to_torchscript
+
+            net.eval()
+            extra = {"inference.json": json.dumps(parser.get()).encode()}
+            meta_values = parser.get().get("_meta_")
+            from monai.data import save_net_with_metadata
+
+            scripted = convert_to_torchscript(net)
+            save_net_with_metadata(
+                scripted,
+                os.path.join(dst, "models", "model"),
+                meta_values=meta_values,
+                more_extra_files=extra,
+                append_timestamp=False,
+            )
+            large.append("models/model.ts")
+    finally:
+        sys.path.remove(dst)
+        _unload_scripts()
+
+    write_large_files(dst, large, weights_url, bundle_name, exported_meta.get("version", "0.0.0"))
+    too_big = {k: round(v, 1) for k, v in zoo_file_sizes(dst).items() if v > ZOO_MAX_FILE_MB}
+    if too_big:
+        raise RuntimeError(f"files over the zoo's {ZOO_MAX_FILE_MB} MB not listed in large_files.yml: {too_big}")
+    print(
+        f"exported {bundle_name} to {dst}: models/model.pt (from {len(ckpts)} checkpoint(s)"
+        + (f", {num_folds} fold models" if num_folds else "")
+        + ")"
+        + (", models/model.ts" if torchscript else "")
+        + f", {len(code)} plugin modules under scripts/, required packages "
+        + ", ".join(f"{k}=={v}" for k, v in exported_meta["required_packages_version"].items())
+    )
+    return dst

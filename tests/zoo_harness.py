@@ -1,0 +1,295 @@
+"""A fresh virtualenv holding only what an exported bundle's metadata lists, as a model-zoo user would install it.
+
+``monai==<monai_version>``, ``numpy==<numpy_version>``, ``torch==<pytorch_version>`` and every
+``required_packages_version`` entry, nothing else (no monai-contrastive). The virtualenv is created on first use when
+``MONAI_CONTRASTIVE_ZOO_INSTALL=1`` or ``CI=true`` (under ``<repo>/.venv-zoo/<hash of the package list>``, or
+``$MONAI_CONTRASTIVE_ZOO_VENVS/<hash>``) and reused after; otherwise an existing one is used and the tests skip when
+there is none.
+
+torch is the one package not downloaded: its wheels (with their CUDA libraries) are gigabytes, so when the running
+interpreter has exactly ``torch==<pytorch_version>`` the files of that distribution and of its requirements are
+hard-linked into the new virtualenv (the same files pip installed here, with their ``.dist-info``, so pip counts them
+as installed); everything else comes from the package index with ``pip install``. Set
+``MONAI_CONTRASTIVE_ZOO_TORCH_FROM_INDEX=1`` to download torch too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+from .monailabel_harness import _install_lock, _run_logged, _tail
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+INSTALL_ENV = "MONAI_CONTRASTIVE_ZOO_INSTALL"
+VENVS_ENV = "MONAI_CONTRASTIVE_ZOO_VENVS"
+TORCH_FROM_INDEX_ENV = "MONAI_CONTRASTIVE_ZOO_TORCH_FROM_INDEX"
+STAMP_NAME = ".monai_contrastive_zoo_stamp.json"
+
+
+def install_allowed() -> bool:
+    return os.environ.get(INSTALL_ENV, "").strip() == "1" or os.environ.get("CI", "").strip().lower() == "true"
+
+
+def pinned_packages(meta: dict) -> list[str]:
+    """``name==version`` for everything the metadata lists."""
+    pins = [f"monai=={meta['monai_version']}", f"numpy=={meta['numpy_version']}", f"torch=={meta['pytorch_version']}"]
+    pins += [f"{k}=={v}" for k, v in sorted(meta.get("required_packages_version", {}).items())]
+    return pins
+
+
+def venv_dir(meta: dict) -> Path:
+    key = hashlib.sha256(json.dumps(pinned_packages(meta)).encode()).hexdigest()[:12]
+    root = Path(os.environ.get(VENVS_ENV) or REPO_ROOT / ".venv-zoo")
+    return (root / key).resolve()
+
+
+def _python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def _site_packages(python: Path) -> Path:
+    out = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(out.stdout.strip())
+
+
+def _requirement_closure(name: str) -> list[importlib_metadata.Distribution]:
+    """The installed distribution ``name`` and, recursively, its unconditional requirements (no extras)."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # pragma: no cover - packaging ships with pip's toolchain and setuptools
+        Requirement = None
+    seen: dict[str, importlib_metadata.Distribution] = {}
+    done: set[tuple[str, str]] = set()
+    todo: list[tuple[str, str]] = [(name, "")]  # (distribution, extra requested of it)
+    while todo:
+        raw, extra = todo.pop()
+        n = re.sub(r"[-_.]+", "-", raw).lower()
+        if (n, extra) in done:
+            continue
+        done.add((n, extra))
+        try:
+            dist = seen.get(n) or importlib_metadata.distribution(n)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+        seen[n] = dist
+        for req in dist.requires or []:
+            if Requirement is not None:
+                r = Requirement(req)
+                if r.marker is not None and not r.marker.evaluate({"extra": extra}):
+                    continue
+                todo.append((r.name, ""))
+                todo.extend((r.name, e) for e in r.extras)
+            elif "extra ==" not in req:
+                todo.append((re.split(r"[ ;<>=!~\[(]", req, maxsplit=1)[0], ""))
+    return list(seen.values())
+
+
+def _link_distribution(dist: importlib_metadata.Distribution, site_packages: Path) -> int:
+    """Hard-link (or copy) the files of an installed distribution that live in its site-packages folder."""
+    src_root = Path(dist.locate_file("")).resolve()
+    n = 0
+    for f in dist.files or []:
+        src = Path(dist.locate_file(f)).resolve()
+        try:
+            rel = src.relative_to(src_root)
+        except ValueError:
+            continue
+        if "__pycache__" in rel.parts or not src.is_file() or rel.parts[0] == "..":
+            continue
+        dst = site_packages / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists():
+            continue
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+        n += 1
+    return n
+
+
+def zoo_python(meta: dict) -> str | None:
+    """The python of the bundle's virtualenv, created when allowed; ``None`` when there is none."""
+    venv = venv_dir(meta)
+    python = _python(venv)
+    wanted = {"pins": pinned_packages(meta)}
+    if not install_allowed():
+        try:
+            ok = json.loads((venv / STAMP_NAME).read_text()) == wanted
+        except (OSError, ValueError):
+            ok = False
+        return str(python) if ok and python.exists() else None
+    with _install_lock(venv):
+        try:
+            if json.loads((venv / STAMP_NAME).read_text()) == wanted and python.exists():
+                return str(python)
+        except (OSError, ValueError):
+            pass
+        log = venv / "install.log"
+        if not python.exists():
+            _run_logged([sys.executable, "-m", "venv", str(venv)], log)
+        pins = pinned_packages(meta)
+        torch_pin = f"torch=={meta['pytorch_version']}"
+        here = None
+        try:
+            here = importlib_metadata.version("torch")
+        except importlib_metadata.PackageNotFoundError:
+            pass
+        if os.environ.get(TORCH_FROM_INDEX_ENV, "") != "1" and here == meta["pytorch_version"]:
+            site = _site_packages(python)
+            linked = {d.metadata["Name"]: _link_distribution(d, site) for d in _requirement_closure("torch")}
+            with open(log, "a") as f:
+                f.write(f"\nlinked from {sys.prefix}: {linked}\n")
+        _run_logged([str(python), "-m", "pip", "install", "--disable-pip-version-check", *pins], log)
+        check = subprocess.run(
+            [str(python), "-m", "pip", "check"], capture_output=True, text=True, env=_clean_env(python)
+        )
+        with open(log, "a") as f:
+            f.write(f"\n$ pip check\n{check.stdout}{check.stderr}")
+        if check.returncode != 0:
+            raise RuntimeError(f"pip check failed in {venv}:\n{check.stdout}{check.stderr}\n{_tail(log)}")
+        assert torch_pin in pins
+        (venv / STAMP_NAME).write_text(json.dumps(wanted))
+        return str(python)
+
+
+def _clean_env(python: Path | str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    bin_dir = str(Path(python).parent)
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env["VIRTUAL_ENV"] = str(Path(python).parent.parent)
+    return env
+
+
+def run_in(python: str, args: list[str], cwd: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``python args...`` in ``cwd`` with a clean environment (nothing of this interpreter on the path)."""
+    env = _clean_env(python)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run(
+        [python, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def skip_reason(meta: dict) -> str:
+    return (
+        f"no zoo virtualenv at {venv_dir(meta)} (set {INSTALL_ENV}=1 or CI=true to create it: a fresh virtualenv with"
+        f" only {' '.join(pinned_packages(meta))})"
+    )
+
+
+# --------------------------------------------------------------------------------------------------- tiny bundles
+
+BUNDLES_DIR = REPO_ROOT / "bundles"
+
+# the BMD bundle at its inference size (128 x 128), two folds of two iterations each
+BMD_TRAIN = {
+    "demo_kwargs": {"num_patients": 24, "image_size": 64},
+    "batch_size": 4,
+    "num_views": 2,
+    "num_workers": 0,
+    "epoch_length": 2,
+    "iterations": 2,
+    "val_interval": 1,
+    "precise_bn_batches": 1,
+    "num_folds": 2,
+    "amp": False,
+    "device": "cpu",
+}
+BMD_INFER = {"demo_kwargs": BMD_TRAIN["demo_kwargs"], "num_folds": 2, "device": "cpu"}
+
+# the LVEF bundle on short, small clips (the network takes any clip size), one epoch
+ECHO_CLIPS = {"clip_length": 4, "clip_period": 2, "frame_stride": 8}
+ECHO_TRAIN = {
+    "demo_kwargs": {"num_videos": 20, "frames": [40, 60]},
+    **ECHO_CLIPS,
+    "frame_pad": 12,
+    "batch_size": 4,
+    "val_batch_size": 4,
+    "num_views": 2,
+    "num_workers": 0,
+    "learning_rate": 0.001,
+    "epochs": 1,
+    "amp": False,
+    "device": "cpu",
+}
+# what a user sets in inference.json for a model trained on such clips
+ECHO_INFER = {
+    "demo_kwargs": ECHO_TRAIN["demo_kwargs"],
+    **ECHO_CLIPS,
+    "test_clip_stride": 8,
+    "test_max_clips": 3,
+    "num_workers": 0,
+    "amp": False,
+    "device": "cpu",
+}
+
+
+def _workflow(root, files, workflow_type="train", **overrides):
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(
+        config_file=[os.path.join(root, "configs", f) for f in files],
+        meta_file=os.path.join(root, "configs", "metadata.json"),
+        workflow_type=workflow_type,
+        bundle_root=str(root),
+        **overrides,
+    )
+    wf.initialize()
+    return wf
+
+
+def train_tiny(name: str, root: Path) -> Path:
+    """Copy bundle ``name`` to ``root/name`` and train it briefly on its synthetic demo data (every fold)."""
+    import torch
+
+    torch.set_num_threads(1)
+    dst = Path(root) / name
+    shutil.copytree(
+        BUNDLES_DIR / name, dst, ignore=shutil.ignore_patterns("models", "eval", "runs", "demo_data", ".cache")
+    )
+    if name == "adacon_bmd_xray":
+        for fold in range(BMD_TRAIN["num_folds"]):
+            wf = _workflow(dst, ["train.json"], **BMD_TRAIN, fold=fold)
+            wf.run()
+            wf.finalize()
+    else:
+        wf = _workflow(dst, ["train.json"], **ECHO_TRAIN)
+        wf.run()
+        wf.finalize()
+    return dst
+
+
+def infer_settings(name: str) -> dict:
+    return dict(BMD_INFER if name == "adacon_bmd_xray" else ECHO_INFER)
+
+
+def set_inference_defaults(bundle: Path, name: str) -> None:
+    """Write the inference settings the tiny model needs into ``configs/inference.json`` (as a user would for a
+    model trained with them: MONAI Label runs the config as it is)."""
+    path = Path(bundle) / "configs" / "inference.json"
+    config = json.loads(path.read_text())
+    for k, v in infer_settings(name).items():
+        if k in config and k not in ("device", "num_folds"):
+            config[k] = v
+    path.write_text(json.dumps(config, indent=4) + "\n")
+
+
+def read_predictions(path: Path) -> dict[str, float]:
+    """``{file name: value}`` from a ClassificationSaver ``predictions.csv``."""
+    import csv
+
+    with open(path) as f:
+        return {os.path.basename(r[0]): float(r[1]) for r in csv.reader(f) if r}
