@@ -6,8 +6,11 @@ monai-contrastive train adacon_bmd_xray --dataset_dir /data/bmd --fold 2
 monai-contrastive evaluate adacon_bmd_xray        # per-fold and averaged MAE / RMSE / R²
 monai-contrastive infer adacon_bmd_xray           # fold ensemble -> eval/predictions.csv
 monai-contrastive figure adacon_bmd_xray          # feature spread / similarity vs label distance (AdaCon Fig. 3)
+monai-contrastive export adacon_bmd_xray --out zoo  # zoo-ready, self-contained copy of a trained bundle
 monai-contrastive demo adacon_lvef_echo           # LVEF from echo videos on synthetic EchoNet-layout data
 monai-contrastive evaluate adacon_lvef_echo --demo  # TEST split: single clip and all clips averaged
+monai-contrastive demo lrc_multiorgan_ct          # LRC + MoCo pretraining -> fine-tuning -> Dice/NSD on synthetic CT
+monai-contrastive pretrain lrc_multiorgan_ct --method moco --dataset_dir /data/ct
 monai-contrastive train --help                    # a command's options, with the bundle's config keys
 
 The bundles are found in ``$MONAI_CONTRASTIVE_BUNDLES``, else in the copy shipped inside the installed package
@@ -86,6 +89,20 @@ def run_bundle(name: str, configs: list[str], **overrides) -> None:
     )
 
 
+def demo_stages(name: str) -> list[dict]:
+    """The ``demo_stages`` of a bundle's demo.json: ``[{"title": ..., "configs": [...], "overrides": {...}}]``
+    (empty when the demo is train.json + demo.json)."""
+    path = os.path.join(bundle_path(name), "configs", "demo.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        stages = json.load(f).get("demo_stages") or []
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, dict) or not stage.get("configs"):
+            raise ValueError(f"{path}: demo_stages[{i}] needs a 'configs' list, got {stage!r}.")
+    return stages
+
+
 class CLI:
     """monai-contrastive: contrastive learning bundles for MONAI."""
 
@@ -98,9 +115,28 @@ class CLI:
             print(f"{b['name']:<24} v{b['version']:<8} {b['task']}")
 
     def demo(self, name: str = "adacon_bmd_xray", **overrides) -> None:
-        """Train a bundle on its embedded synthetic demo data (train.json + demo.json)."""
+        """Train a bundle on its embedded synthetic demo data (train.json + demo.json).
+
+        A bundle whose demo.json lists ``demo_stages`` runs those stages in order instead (e.g. pretraining, then
+        fine-tuning from it, then evaluation); the options given here apply to every stage.
+        """
         overrides.setdefault("dataset_dir", "")
-        run_bundle(name, ["train.json", "demo.json"], **overrides)
+        stages = demo_stages(name)
+        if not stages:
+            run_bundle(name, ["train.json", "demo.json"], **overrides)
+            return
+        for i, stage in enumerate(stages):
+            print(
+                f"== demo stage {i + 1}/{len(stages)}: {stage.get('title', ' + '.join(stage['configs']))}", flush=True
+            )
+            run_bundle(name, list(stage["configs"]), **{**stage.get("overrides", {}), **overrides})
+
+    def pretrain(self, name: str = "lrc_multiorgan_ct", method: str = "lrc", demo: bool = False, **overrides) -> None:
+        """Self-supervised pretraining (configs/pretrain_<method>.json, e.g. ``--method lrc`` or ``--method moco``);
+        ``--demo`` adds the demo sizes (demo_pretrain.json) and the embedded synthetic data."""
+        if demo:
+            overrides.setdefault("dataset_dir", "")
+        run_bundle(name, [f"pretrain_{method}.json"] + (["demo_pretrain.json"] if demo else []), **overrides)
 
     def train(self, name: str, **overrides) -> None:
         """Train a bundle (train.json); pass --dataset_dir for real data, --fold for the fold."""
@@ -114,7 +150,7 @@ class CLI:
         """Run inference.json (fold ensemble; predictions CSV in the bundle's eval/ folder).
 
         ``--demo`` takes the settings of the demo override that inference.json also has (image size, clip length,
-        demo data), for models trained with ``demo``.
+        demo data, backbone) and its ``inference_overrides``, for models trained with ``demo``.
         """
         if demo:
             configs = os.path.join(bundle_path(name), "configs")
@@ -122,6 +158,9 @@ class CLI:
                 demo_cfg = json.load(f)
             with open(os.path.join(configs, "inference.json")) as f:
                 infer_cfg = json.load(f)
+            # the demo's backbone etc. where inference.json nests them differently (e.g. in a fold ensemble)
+            for key, value in demo_cfg.get("inference_overrides", {}).items():
+                overrides.setdefault(key, value)
             for key, value in demo_cfg.items():
                 if key in infer_cfg:
                     overrides.setdefault(key, value)
@@ -141,10 +180,38 @@ class CLI:
         res = feature_figure_for_bundle(bundle_path(name), fold=fold, out=out, **overrides)
         print(f"wrote {res['path']} (Spearman rho of cosine similarity vs ECDF label distance: {res['spearman']:.3f})")
 
+    def export(
+        self,
+        name: str,
+        out: str = "zoo",
+        ckpt: str | list | None = None,
+        weights_url: str | None = None,
+        torchscript: bool = True,
+        overwrite: bool = False,
+    ) -> None:
+        """Write a trained bundle as a self-contained model-zoo bundle folder OUT/NAME.
+
+        The plugin code under scripts/ (configs point there), models/model.pt as a plain state dict (the fold
+        ensemble where the bundle has folds), models/model.ts (TorchScript), large_files.yml, metadata listing only
+        installable packages. ``--ckpt`` picks the weights (one file, or a list of fold files); default: the
+        bundle's models/model.pt, else its models/fold<k>/model.pt.
+        """
+        from monai_contrastive.export import DEFAULT_WEIGHTS_URL, export_bundle
+
+        export_bundle(
+            name,
+            out,
+            ckpt=ckpt,
+            weights_url=weights_url or DEFAULT_WEIGHTS_URL,
+            torchscript=torchscript,
+            overwrite=overwrite,
+        )
+
 
 # the config files a command reads, for the option list of its help
 _COMMAND_CONFIGS = {
     "demo": ["train.json", "demo.json"],
+    "pretrain": ["pretrain_lrc.json"],
     "train": ["train.json"],
     "evaluate": ["train.json", "evaluate.json"],
     "infer": ["inference.json"],

@@ -94,3 +94,26 @@ def take_items(items: Sequence[dict], n: int | str | None, seed: int = 0, what: 
         raise ValueError(f"asked for {n} {what}, but the datalist has {len(items)}.")
     order = np.random.default_rng(seed).permutation(len(items))[:n]
     return [items[i] for i in order]
+
+
+def load_image_items(datalist: str, splits: Sequence[str] | str = ("unlabelled", "training")) -> list[dict]:
+    """The images (no labels) of one or more lists of a datalist, for self-supervised pretraining: ``[{"image":
+    path, "case": ..., "phase": ...}]``, each file checked; lists missing from the datalist are skipped with the
+    others read, but at least one must exist.
+
+    Raises:
+        KeyError: none of ``splits`` is in the datalist.
+    """
+    splits = [splits] if isinstance(splits, str) else list(splits)
+    if not os.path.isfile(datalist):
+        raise FileNotFoundError(f"datalist {datalist!r} not found.")
+    with open(datalist) as f:
+        raw = json.load(f)
+    present = [s for s in splits if isinstance(raw.get(s), list)]
+    if not present:
+        raise KeyError(f"datalist {datalist!r} has none of the lists {splits} to pretrain on.")
+    out = []
+    for split in present:
+        for item in load_segmentation_datalist(datalist, split, require_label=False, keys=("image",)):
+            out.append({k: item[k] for k in ("image", "case", "phase") if k in item})
+    return out

@@ -4,6 +4,7 @@ per-organ Dice / NSD evaluation of segmentation networks on the original label g
 
 from __future__ import annotations
 
+from .clustering import RegionClusteringEvaluation, cluster_slice, region_clustering_scores
 from .cross_validation import CrossValidationEvaluation
 from .holdout import HoldoutEvaluation
 from .reporting import report_predictions, report_validation
@@ -11,6 +12,9 @@ from .segmentation import FLARE22_NSD_TOLERANCE_MM, SegmentationEvaluation, segm
 from .tables import write_fold_report, write_metrics_table
 
 __all__ = [
+    "RegionClusteringEvaluation",
+    "cluster_slice",
+    "region_clustering_scores",
     "CrossValidationEvaluation",
     "FLARE22_NSD_TOLERANCE_MM",
     "HoldoutEvaluation",

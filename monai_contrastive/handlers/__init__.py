@@ -1,5 +1,6 @@
 from .checkpoint import (
     BestModelSaver,
+    FinalModelSaver,
     ResumableCheckpoint,
     apply_umask,
     atomic_save,
@@ -11,6 +12,7 @@ from .moco import MomentumUpdate, QueueUpdate
 from .precise_bn import PreciseBatchNorm, update_bn_stats
 
 __all__ = [
+    "FinalModelSaver",
     "BestModelSaver",
     "MomentumUpdate",
     "QueueUpdate",

@@ -14,6 +14,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
 __all__ = [
+    "FinalModelSaver",
     "apply_umask",
     "atomic_save",
     "atomic_write_json",
@@ -274,3 +275,43 @@ class BestModelSaver:
         self.best = float(state["best"])
         self.best_epoch = int(state["best_epoch"])
         self.best_metrics = dict(state.get("best_metrics", {}))
+
+
+class FinalModelSaver:
+    """At the end of a training run that completed (not one that raised), write the network's state dict alone to
+    ``save_path`` atomically, and ``<save_path>.json`` with the epochs, iterations and the last loss terms: the
+    output of a pretraining stage that has no validation metric to select on (MONAI's ``CheckpointSaver`` with
+    ``save_final`` also writes its final file when the run fails, which a later fine-tuning would load as if it
+    were the pretrained model). Rank 0 writes under DistributedDataParallel; a ``module.`` wrapper is unwrapped.
+
+    Args:
+        save_path: e.g. ``models/pretrain_lrc/model.pt``.
+        network: the trained network.
+    """
+
+    def __init__(self, save_path: str, network: torch.nn.Module) -> None:
+        self.save_path = save_path
+        self.network = network
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if engine.state.iteration == 0:
+            raise RuntimeError(
+                f"FinalModelSaver: the run completed without one iteration; {self.save_path} not written."
+            )
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank():
+            return
+        net = getattr(self.network, "module", self.network)
+        os.makedirs(os.path.dirname(os.path.abspath(self.save_path)), exist_ok=True)
+        atomic_save(net.state_dict(), self.save_path)
+        output = engine.state.output if isinstance(engine.state.output, Mapping) else {}
+        losses = {
+            k: float(v)
+            for k, v in output.items()
+            if k.startswith("loss") and isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1
+        }
+        info = {"epoch": engine.state.epoch, "iteration": engine.state.iteration, "last_losses": losses}
+        atomic_write_json(info, self.save_path + ".json")
+        logger.info(f"saved the final model (epoch {engine.state.epoch}) to {self.save_path}")

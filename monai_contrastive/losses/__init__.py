@@ -1,6 +1,7 @@
 from .adacon import AdaptiveMarginContrastiveLoss, AdaptiveTripletLoss, NPairLoss, SupConLoss, positive_mask
 from .ecdf import ECDF
 from .infonce import InfoNCELoss
+from .lrc import LocalRegionContrastLoss, region_means
 from .multitask import FlatRegressionLoss, MultiTaskRegressionLoss, regression_loss
 from .multiterm import LossTerm, MultiTermLoss
 
@@ -10,11 +11,13 @@ __all__ = [
     "ECDF",
     "FlatRegressionLoss",
     "InfoNCELoss",
+    "LocalRegionContrastLoss",
     "LossTerm",
     "MultiTaskRegressionLoss",
     "MultiTermLoss",
     "NPairLoss",
     "SupConLoss",
     "positive_mask",
+    "region_means",
     "regression_loss",
 ]

@@ -2,14 +2,16 @@ from .blocks import InputNormalization
 from .heads import DenseProjectionHead, ProjectionHead, StandardizedRegressionHead
 from .moco import MomentumContrastNet
 from .nets import ContrastiveNet, FoldEnsemble, RegressionContrastiveNet, remove_classifier
+from .small import FramePoolVideoNet
 from .unet import FeatureUNet, GlobalLocalUNet
-from .weights import load_pretrained_weights
+from .weights import PRETRAINED_INITS, load_pretrained_weights, pretrained_branch_weights
 
 __all__ = [
     "ContrastiveNet",
     "DenseProjectionHead",
     "FeatureUNet",
     "FoldEnsemble",
+    "FramePoolVideoNet",
     "GlobalLocalUNet",
     "InputNormalization",
     "MomentumContrastNet",
@@ -17,5 +19,7 @@ __all__ = [
     "RegressionContrastiveNet",
     "StandardizedRegressionHead",
     "load_pretrained_weights",
+    "pretrained_branch_weights",
+    "PRETRAINED_INITS",
     "remove_classifier",
 ]

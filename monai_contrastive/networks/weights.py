@@ -9,7 +9,7 @@ import torch
 from monai.networks.utils import copy_model_state
 from torch import nn
 
-__all__ = ["load_pretrained_weights"]
+__all__ = ["PRETRAINED_INITS", "load_pretrained_weights", "pretrained_branch_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,3 +62,41 @@ def load_pretrained_weights(
         )
     logger.info(f"loaded {len(updated)} tensors from {path}; {len(unchanged)} left as initialised")
     return module
+
+
+PRETRAINED_INITS = {"random": (False, False), "moco": (True, False), "lrc": (False, True), "lrc_moco": (True, True)}
+
+
+def pretrained_branch_weights(
+    init: str, pretrain_dir: str, global_file: str = "pretrain_moco/model.pt", local_file: str = "pretrain_lrc/model.pt"
+) -> tuple[str, str]:
+    """The weights files of the two branches of the LRC fine-tuning network for one of Table 4.2's rows.
+
+    Args:
+        init: ``"random"``, ``"moco"`` (global branch from MoCo), ``"lrc"`` (local branch from LRC) or
+            ``"lrc_moco"`` (both).
+        pretrain_dir: the folder holding the pretraining outputs (the bundle's ``models/``).
+        global_file, local_file: the MoCo and LRC pretraining models, relative to ``pretrain_dir``.
+
+    Returns: ``(global_weights, local_weights)``, ``""`` for a randomly initialised branch.
+
+    Raises:
+        ValueError: unknown ``init``.
+        FileNotFoundError: a needed pretraining model is missing (the config that writes it is named).
+    """
+    if init not in PRETRAINED_INITS:
+        raise ValueError(f"init must be one of {sorted(PRETRAINED_INITS)}, got {init!r}.")
+    use_global, use_local = PRETRAINED_INITS[init]
+    out = []
+    for use, rel, config in (
+        (use_global, global_file, "pretrain_moco.json"),
+        (use_local, local_file, "pretrain_lrc.json"),
+    ):
+        path = os.path.join(pretrain_dir, rel) if use else ""
+        if path and not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"init={init!r} needs {path!r}, which does not exist: run the bundle's configs/{config} first "
+                f"(`monai-contrastive pretrain lrc_multiorgan_ct --method {config[9:-5]}`)."
+            )
+        out.append(path)
+    return out[0], out[1]

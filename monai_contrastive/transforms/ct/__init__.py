@@ -13,8 +13,11 @@
 
 from __future__ import annotations
 
-from .array import ValidateCT, ct_name
+from .array import FelzenszwalbSuperpixels, ValidateCT, body_mask, ct_name
 from .dictionary import (
+    FelzenszwalbSuperpixelsd,
+    FelzenszwalbSuperpixelsD,
+    FelzenszwalbSuperpixelsDict,
     ResampleToSpacingd,
     ResampleToSpacingD,
     ResampleToSpacingDict,
@@ -25,6 +28,11 @@ from .dictionary import (
 )
 
 __all__ = [
+    "FelzenszwalbSuperpixels",
+    "FelzenszwalbSuperpixelsd",
+    "FelzenszwalbSuperpixelsD",
+    "FelzenszwalbSuperpixelsDict",
+    "body_mask",
     "ResampleToSpacingd",
     "ResampleToSpacingD",
     "ResampleToSpacingDict",

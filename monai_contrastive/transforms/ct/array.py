@@ -26,7 +26,7 @@ import torch
 from monai.config import NdarrayOrTensor
 from monai.transforms import Transform
 
-__all__ = ["ValidateCT", "ct_name"]
+__all__ = ["FelzenszwalbSuperpixels", "ValidateCT", "body_mask", "ct_name"]
 
 
 def ct_name(img: Any, meta: Mapping | None = None) -> str | None:
@@ -235,3 +235,102 @@ class ValidateCT(Transform):
         shown = ", ".join(bad[:10]) + (f", ... ({len(bad)} in all)" if len(bad) > 10 else "")
         allowed = f"[0, {self.num_classes})" if self.num_classes is not None else "non-negative integers"
         raise ValueError(f"label {label_name}: values {shown} outside the label values {allowed}.")
+
+
+def body_mask(hu: np.ndarray, threshold: float = -500.0, slice_axis: int = -1) -> np.ndarray:
+    """The body of a CT volume ``(H, W, D)`` in HU: the largest 3D connected component of ``hu >= threshold``, with
+    the holes of each slice along ``slice_axis`` filled (air in bowel and lungs stays inside the body). Boolean, same
+    shape; all False when no voxel reaches ``threshold``."""
+    from scipy import ndimage
+
+    above = np.asarray(hu) >= threshold
+    labels, n = ndimage.label(above)
+    if n == 0:
+        return above
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    body = labels == int(np.argmax(sizes))
+    body = np.moveaxis(body, slice_axis, 0)
+    filled = np.stack([ndimage.binary_fill_holes(s) for s in body])
+    return np.moveaxis(filled, 0, slice_axis)
+
+
+class FelzenszwalbSuperpixels(Transform):
+    """Felzenszwalb superpixels of every axial slice inside the body: the local regions of Local Region Contrast
+    (Naushad 2022, §3.1.2), from scikit-image's ``felzenszwalb`` (Felzenszwalb & Huttenlocher 2004).
+
+    Input: a CT volume ``(1, H, W, D)`` (channel first) in HU on the training grid (after ``Orientation`` and
+    resampling, before intensity windowing). Each slice along ``slice_axis`` is windowed to ``hu_window`` -> [0, 1],
+    the voxels outside the body (:func:`body_mask`) are set to 0 so that no region crosses the body's edge, the
+    slice is over-segmented and the regions outside the body get id 0. Ids are 1..K per slice (a slice's regions
+    are numbered independently; the loss only compares regions of the same slice). Output: ``(1, H, W, D)`` int32,
+    a MetaTensor with the image's affine when the input is one.
+
+    Deterministic, so it belongs before the first random transform of a cached pipeline (``PersistentDataset``
+    writes it once per volume and parameters).
+
+    Args:
+        scale: Felzenszwalb's ``scale`` (higher: larger regions), on the [0, 1] windowed slice.
+        sigma: Gaussian pre-smoothing width (pixels).
+        min_size: minimum region size (pixels); the main control of the number of regions (thesis Fig. 2.2).
+        hu_window: HU range mapped to [0, 1] for the segmentation.
+        body_threshold: HU of the body mask (-500: soft tissue and fat in, air out).
+        slice_axis: spatial axis across slices (-1: the last, axial in RAS).
+
+    Defaults: ``min_size=400``, ``sigma=1`` as in the public code of Ouyang et al.'s superpixel self-supervision
+    (the thesis gives no values; Fig. 2.2 varies ``min_size``); ``scale=100`` for slices in [0, 1].
+    """
+
+    def __init__(
+        self,
+        scale: float = 100.0,
+        sigma: float = 1.0,
+        min_size: int = 400,
+        hu_window: tuple[float, float] = (-175.0, 250.0),
+        body_threshold: float = -500.0,
+        slice_axis: int = -1,
+    ) -> None:
+        self.scale = float(scale)
+        self.sigma = float(sigma)
+        self.min_size = int(min_size)
+        self.hu_window = (float(hu_window[0]), float(hu_window[1]))
+        if self.hu_window[1] <= self.hu_window[0]:
+            raise ValueError(f"FelzenszwalbSuperpixels: hu_window must increase, got {hu_window}.")
+        self.body_threshold = float(body_threshold)
+        self.slice_axis = slice_axis
+
+    def slice_regions(self, window: np.ndarray, body: np.ndarray) -> np.ndarray:
+        """Regions (ids 1..K, 0 outside ``body``) of one windowed 2D slice."""
+        from skimage.segmentation import felzenszwalb
+
+        if not body.any():
+            return np.zeros(window.shape, dtype=np.int32)
+        seg = felzenszwalb(
+            np.where(body, window, 0.0), scale=self.scale, sigma=self.sigma, min_size=self.min_size, channel_axis=None
+        )
+        seg = np.where(body, seg + 1, 0)
+        _, inverse = np.unique(seg, return_inverse=True)  # consecutive ids, 0 stays 0 (the smallest value)
+        out = inverse.reshape(seg.shape).astype(np.int32)
+        return out if (seg == 0).any() else out + 1
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        arr = _plain(img).numpy()
+        if arr.ndim != 4 or arr.shape[0] != 1:
+            raise ValueError(
+                f"FelzenszwalbSuperpixels: expected a channel-first 3D CT (1, H, W, D), got shape {tuple(arr.shape)}"
+                f"{f' for {ct_name(img)!r}' if ct_name(img) else ''}."
+            )
+        vol = arr[0].astype(np.float32)
+        body = body_mask(vol, self.body_threshold, self.slice_axis)
+        lo, hi = self.hu_window
+        window = np.clip((vol - lo) / (hi - lo), 0.0, 1.0)
+        w_s, b_s = np.moveaxis(window, self.slice_axis, 0), np.moveaxis(body, self.slice_axis, 0)
+        regions = np.stack([self.slice_regions(w, b) for w, b in zip(w_s, b_s)])
+        regions = np.moveaxis(regions, 0, self.slice_axis)[None]
+        out = torch.as_tensor(regions)
+        if isinstance(img, torch.Tensor) and hasattr(img, "affine"):
+            from monai.data import MetaTensor
+
+            out = MetaTensor(out)
+            out.copy_meta_from(img, copy_attr=True)
+        return out

@@ -56,9 +56,12 @@ from monai.transforms import (
 )
 from monai.utils import PostFix, ensure_tuple
 
-from monai_contrastive.transforms.ct.array import ValidateCT, ct_name
+from monai_contrastive.transforms.ct.array import FelzenszwalbSuperpixels, ValidateCT, ct_name
 
 __all__ = [
+    "FelzenszwalbSuperpixelsd",
+    "FelzenszwalbSuperpixelsD",
+    "FelzenszwalbSuperpixelsDict",
     "ResampleToSpacingd",
     "ResampleToSpacingD",
     "ResampleToSpacingDict",
@@ -219,3 +222,35 @@ class ResampleToSpacingd(Spacingd):
 
 
 ResampleToSpacingD = ResampleToSpacingDict = ResampleToSpacingd
+
+
+class FelzenszwalbSuperpixelsd(MapTransform):
+    """Dictionary version of :py:class:`~monai_contrastive.transforms.ct.array.FelzenszwalbSuperpixels`: the
+    superpixel map of ``keys`` (one CT volume in HU, ``(1, H, W, D)``) written under ``regions_key``.
+
+    Place it after resampling and before windowing and before the first random transform; the spatial transforms
+    that follow (cropping, the elastic warp of the paired view) must list ``regions_key`` with ``mode="nearest"``.
+
+    Args:
+        keys: the CT image key (one key).
+        regions_key: where the region map goes.
+        kwargs: :py:class:`~monai_contrastive.transforms.ct.array.FelzenszwalbSuperpixels`'s arguments.
+    """
+
+    def __init__(self, keys: KeysCollection = "image", regions_key: str = "regions", **kwargs) -> None:
+        super().__init__(keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"FelzenszwalbSuperpixelsd: one image key, got {self.keys}.")
+        self.regions_key = regions_key
+        self.superpixels = FelzenszwalbSuperpixels(**kwargs)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        key = self.keys[0]
+        if key not in d:
+            raise KeyError(f"FelzenszwalbSuperpixelsd: the item has no {key!r} (keys: {sorted(map(str, d))}).")
+        d[self.regions_key] = self.superpixels(d[key])
+        return d
+
+
+FelzenszwalbSuperpixelsD = FelzenszwalbSuperpixelsDict = FelzenszwalbSuperpixelsd

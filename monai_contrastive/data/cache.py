@@ -1,0 +1,75 @@
+"""Keys of on-disk caches (MONAI ``PersistentDataset``) that change when the input file or a parameter changes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["item_file_hash", "transform_settings_hash"]
+
+_SIMPLE = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """A JSON-able view of a transform attribute, or ``...`` for what has no stable text (functions, tensors)."""
+    if isinstance(value, _SIMPLE):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray) and value.size <= 64:
+        return value.tolist()
+    if isinstance(value, (list, tuple)) and len(value) <= 64:
+        return [_plain(v, depth) for v in value]
+    if isinstance(value, Mapping) and len(value) <= 64:
+        return {str(k): _plain(v, depth) for k, v in value.items()}
+    if (
+        depth < 2
+        and hasattr(value, "__dict__")
+        and type(value).__module__.split(".")[0] in ("monai", "monai_contrastive")
+    ):
+        return {"class": type(value).__qualname__, **_settings(value, depth + 1)}
+    return ...
+
+
+def _settings(obj: Any, depth: int = 0) -> dict:
+    out = {}
+    for k, v in sorted(vars(obj).items()):
+        p = _plain(v, depth)
+        if p is not ...:
+            out[k] = p
+    return out
+
+
+def transform_settings_hash(transforms: Sequence) -> bytes:
+    """Hash of the class names and settings (simple attributes, and those of the array transforms a dictionary
+    transform wraps) of ``transforms``: for ``PersistentDataset(hash_transform=...)``, so that a cache made with other
+    parameters (e.g. another superpixel ``min_size`` or spacing) is not reused. MONAI's ``json_hashing`` falls back
+    to the class names alone for transforms that are not JSON serialisable, which would reuse a stale cache."""
+    desc = [{"class": type(t).__qualname__, **_settings(t)} for t in transforms]
+    return hashlib.md5(json.dumps(desc, sort_keys=True, default=str).encode("utf-8")).hexdigest().encode("utf-8")
+
+
+def item_file_hash(item: Any) -> bytes:
+    """Hash of a data item and of the size and modification time of the files it names: for
+    ``PersistentDataset(hash_func=...)``, so that a replaced file at the same path is processed again."""
+    files = {}
+
+    def visit(v):
+        if isinstance(v, str) and os.path.isfile(v):
+            st = os.stat(v)
+            files[v] = [st.st_size, st.st_mtime_ns]
+        elif isinstance(v, Mapping):
+            for x in v.values():
+                visit(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                visit(x)
+
+    visit(item)
+    text = json.dumps({"item": item, "files": files}, sort_keys=True, default=str)
+    return hashlib.md5(text.encode("utf-8")).hexdigest().encode("utf-8")
