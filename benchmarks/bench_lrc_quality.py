@@ -187,21 +187,31 @@ def _wilcoxon(diffs: list[float]) -> str:
         return "n/a"
 
 
+def _demo_pretrain_epochs() -> int:
+    with open(os.path.join(BUNDLE, "configs", "demo_pretrain.json")) as f:
+        return int(json.load(f)["epochs"])
+
+
 def write_report(pre: list[dict], runs: dict, args, command: str) -> str:
     seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
     threads = sorted(
         {r.get("torch_threads") for rs in runs.values() for r in rs} | {p.get("torch_threads") for p in pre}
     )
     load = os.getloadavg()[0]
+    epochs_note = f"{args.epochs or 40} epochs" + (
+        " instead of the demo's 40, to fit the machine time" if args.epochs else ""
+    )
     lines = [
         "# lrc_multiorgan_ct: LRC + MoCo pretraining vs random initialisation (synthetic CT, demo scale)",
         "",
         "Thesis Table 4.2's rows at demo scale, and Table 4.1. Pretraining (once per pretraining seed) on the demo "
         "datalist's unlabelled pool + training images (labels unused): `pretrain_lrc.json` / `pretrain_moco.json` + "
-        "`demo_pretrain.json` (patch 96, batch 4 volumes x 4 slices x 2 views, superpixels min_size 50, elastic "
+        f"`demo_pretrain.json` ({args.pretrain_epochs or _demo_pretrain_epochs()} epochs, patch 96, batch 4 volumes "
+        "x 4 slices x 2 views, superpixels min_size 50, elastic "
         "spacing 16 px; LRC: Adam 1e-4, tau 0.07, N = 100 points per region; MoCo: SGD 0.03, momentum 0.9, queue 512, "
-        "m = 0.99). Fine-tuning: `train.json + demo.json` (the demo recipe: 40 epochs, Adam lr 1e-3, Dice loss, "
-        f"best validation Dice) with `init` = random / moco / lrc / lrc_moco, {args.volumes} labelled volumes, "
+        "m = 0.99). Fine-tuning: `train.json + demo.json` (the demo recipe: Adam lr 1e-3, Dice loss, best "
+        f"validation Dice; {epochs_note}) "
+        f"with `init` = random / moco / lrc / lrc_moco, {args.volumes} labelled volumes, "
         "`seed` = `subset_seed` = s (same seeds, subsets and pretrained models for every init: paired); test = 5 "
         "volumes never used for training, pretraining or model selection (`evaluate.json`, Dice and NSD at 2 mm "
         "on each case's original grid).",

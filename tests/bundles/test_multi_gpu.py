@@ -47,7 +47,17 @@ CASES = {
         "normalization_file": "$os.path.join(@bundle_root, 'models', 'normalization.json')",
     },
     "lrc_multiorgan_ct": {**{k: v for k, v in LRC_TINY.items() if k != "device"}, "epochs": 2},
+    # MoCo pretraining: query encoder, EMA key encoder and the queue (filled with both ranks' keys) must agree
+    "lrc_multiorgan_ct:pretrain_moco": {
+        **{k: v for k, v in LRC_TINY.items() if k in ("demo_kwargs", "patch_size", "batch_size", "num_workers", "amp")},
+        "slices_per_volume": 2,
+        "queue_size": 16,
+        "elastic#spacing": [8, 8],
+        "epochs": 2,
+    },
 }
+# bundle folder and the config pair of a case (default: train.json + multi_gpu_train.json)
+CONFIGS = {"lrc_multiorgan_ct:pretrain_moco": ("pretrain_moco.json", "multi_gpu_pretrain.json")}
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torch.distributed.run") is None
@@ -61,6 +71,8 @@ def _expected_iterations(name: str, root: str) -> int:
     case = CASES[name]
     if name == "adacon_bmd_xray":
         return case["iterations"]
+    if name == "lrc_multiorgan_ct:pretrain_moco":  # 4 pretraining images over the ranks, full batches only (MoCo)
+        return case["epochs"] * (math.ceil(4 / WORLD) // case["batch_size"])
     if name == "lrc_multiorgan_ct":  # the few-label subset split over the ranks, last batch kept
         return case["epochs"] * math.ceil(math.ceil(case["num_train_volumes"] / WORLD) / case["batch_size"])
     # one epoch is this rank's shard of TRAIN (DistributedSampler, even_divisible) in full batches
@@ -84,14 +96,16 @@ def _run(cmd: list[str], cwd: str, env: dict, timeout: float = 300) -> tuple[int
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_multi_gpu_train_on_cpu(name, tmp_path):
-    root = str(tmp_path / name)
+    bundle = name.split(":")[0]
+    train_config, mgpu_config = CONFIGS.get(name, ("train.json", "multi_gpu_train.json"))
+    root = str(tmp_path / bundle)
     shutil.copytree(
-        os.path.join(BUNDLES_DIR, name),
+        os.path.join(BUNDLES_DIR, bundle),
         root,
         ignore=shutil.ignore_patterns("models", "eval", "runs", "demo_data", ".cache"),
     )
     configs = os.path.join(root, "configs")
-    with open(os.path.join(configs, "multi_gpu_train.json")) as f:
+    with open(os.path.join(configs, mgpu_config)) as f:
         run = json.load(f)["run"]
     out_dir = str(tmp_path / "replicas")
     os.makedirs(out_dir)
@@ -105,7 +119,7 @@ def test_multi_gpu_train_on_cpu(name, tmp_path):
     with open(override, "w") as f:
         json.dump({**CASES[name], **RANK_DIRS, "run": run + [save]}, f, indent=4)
 
-    files = [os.path.join(configs, "train.json"), os.path.join(configs, "multi_gpu_train.json"), override]
+    files = [os.path.join(configs, train_config), os.path.join(configs, mgpu_config), override]
     cmd = [
         sys.executable,
         "-m",
@@ -151,3 +165,8 @@ def test_multi_gpu_train_on_cpu(name, tmp_path):
     expected = _expected_iterations(name, root)
     found = (trainer["iteration"], ranks[0]["iteration"])
     assert found == (expected, expected), f"iterations (checkpoint, run) {found}, expected {expected}"
+    if name == "lrc_multiorgan_ct:pretrain_moco":  # each step enqueued the keys of both ranks
+        case = CASES[name]
+        keys_per_step = WORLD * case["batch_size"] * case["slices_per_volume"]
+        assert int(ranks[0]["state"]["queue_ptr"]) == (expected * keys_per_step) % case["queue_size"]
+        assert os.path.isfile(os.path.join(root, "models", "rank0", "model.pt.json"))

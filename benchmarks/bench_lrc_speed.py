@@ -1,0 +1,275 @@
+"""Speed of the LRC + MoCo pretraining pieces (issue 13's speed goals), on this machine's CPU.
+
+1. Superpixel cache: the deterministic part of ``pretrain_lrc.json``'s pipeline (load, resample to 1 x 1 x 2.5 mm,
+   Felzenszwalb superpixels of every axial slice inside the body, window, crop to the body) through MONAI's
+   ``PersistentDataset`` keyed by ``item_file_hash`` / ``transform_settings_hash``: slices/s on the first pass (cold:
+   computes and writes the cache) and on later passes (warm: reads it). Target: warm >= 20x cold.
+2. ``LocalRegionContrastLoss`` forward + backward at batch 8, 256 x 256, 64 channels, 64 regions per image, vs a
+   plain loop over images and regions (the thesis's equation written out, as in ``tests/losses/test_lrc.py``).
+3. MoCo step (query encoder forward/backward + key encoder forward + InfoNCE + SGD + EMA update + enqueue) vs the
+   plain encoder step (query encoder forward/backward + SGD on the same batch).
+
+    python benchmarks/bench_lrc_speed.py --out benchmarks/results/lrc_pretraining_speed.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+import monai
+import torch
+import torch.nn.functional as F
+from monai.bundle import ConfigParser
+from monai.data import PersistentDataset
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_lrc_baseline import _cpu_model  # noqa: E402
+
+from monai_contrastive.data import generate_ct_demo, item_file_hash, load_image_items  # noqa: E402
+from monai_contrastive.data.cache import transform_settings_hash  # noqa: E402
+from monai_contrastive.losses import InfoNCELoss, LocalRegionContrastLoss  # noqa: E402
+from monai_contrastive.networks import ContrastiveNet, FeatureUNet, MomentumContrastNet, ProjectionHead  # noqa: E402
+
+BUNDLE = os.path.join(os.path.dirname(HERE), "bundles", "lrc_multiorgan_ct")
+
+
+def bench_cache(args) -> dict:
+    data_dir = os.path.join(args.work_dir, "ct")
+    datalist = generate_ct_demo(
+        data_dir, num_labelled=3, num_unlabelled=args.volumes, matrix=args.matrix, num_validation=1, num_test=1
+    )
+    items = load_image_items(datalist, "unlabelled")
+    parser = ConfigParser()
+    parser.read_config(os.path.join(BUNDLE, "configs", "pretrain_lrc.json"))
+    parser["patch_size"] = 64
+    transform = monai.transforms.Compose(parser.get_parsed_content("load_preprocessing"))
+    cache = os.path.join(args.work_dir, "cache")
+    shutil.rmtree(cache, ignore_errors=True)
+    ds = PersistentDataset(items, transform, cache, hash_func=item_file_hash, hash_transform=transform_settings_hash)
+    t0 = time.perf_counter()
+    slices = sum(int(ds[i]["image"].shape[-1]) for i in range(len(ds)))
+    cold = time.perf_counter() - t0
+    warm_times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for i in range(len(ds)):
+            ds[i]
+        warm_times.append(time.perf_counter() - t0)
+    warm = statistics.median(warm_times)
+    shape = tuple(ds[0]["image"].shape)
+    return {
+        "volumes": len(items),
+        "slices": slices,
+        "shape_first": shape,
+        "cold_s": cold,
+        "warm_s": warm,
+        "cold_slices_per_s": slices / cold,
+        "warm_slices_per_s": slices / warm,
+        "speedup": cold / warm,
+    }
+
+
+def _loop_lrc(fq, fp, rq, rp, tau, n_points, generator):
+    """The thesis's L_l one image and one region at a time (sampling N points per region with replacement)."""
+    fq, fp = F.normalize(fq, dim=1), F.normalize(fp, dim=1)
+    losses = []
+    for b in range(fq.shape[0]):
+        ids = [k for k in torch.unique(rq[b]).tolist() if k != 0 and bool((rp[b] == k).any())]
+        mq, mp = {}, {}
+        for k in ids:
+            for f, r, out in ((fq, rq, mq), (fp, rp, mp)):
+                idx = torch.nonzero(r[b, 0].reshape(-1) == k).squeeze(1)
+                pick = idx[torch.randint(0, idx.numel(), (n_points,), generator=generator)]
+                out[k] = f[b].reshape(f.shape[1], -1)[:, pick].mean(1)
+        total = 0.0
+        for k1 in ids:
+            num = torch.exp(mq[k1] @ mp[k1] / tau)
+            den = 0.0
+            for k2 in ids:
+                if k2 != k1:
+                    den = den + torch.exp(mq[k1] @ mq[k2] / tau)
+                den = den + torch.exp(mq[k1] @ mp[k2] / tau)
+            total = total - torch.log(num / den)
+        losses.append(total)
+    return torch.stack(losses).mean()
+
+
+def bench_loss(args) -> dict:
+    g = torch.Generator().manual_seed(0)
+    b, d, h, w = 8, 64, 256, 256
+    coarse = torch.arange(1, 65).reshape(1, 1, 8, 8).float()  # 64 regions per image
+    rq = F.interpolate(coarse, size=(h, w), mode="nearest").long().repeat(b, 1, 1, 1)
+    rp = torch.roll(rq, shifts=(5, 3), dims=(2, 3))  # a warp-like shift: regions keep their ids
+    fq = torch.randn(b, d, h, w, generator=g, requires_grad=True)
+    fp = torch.randn(b, d, h, w, generator=g, requires_grad=True)
+    loss = LocalRegionContrastLoss(num_points=100)
+
+    def vec():
+        fq.grad = fp.grad = None
+        loss(fq, rq, fp, rp).backward()
+
+    def loop():
+        fq.grad = fp.grad = None
+        _loop_lrc(fq, fp, rq, rp, 0.07, 100, g).backward()
+
+    vec()  # warm-up
+    times_v, times_l = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        vec()
+        times_v.append(time.perf_counter() - t0)
+    for _ in range(max(1, args.repeats // 3)):
+        t0 = time.perf_counter()
+        loop()
+        times_l.append(time.perf_counter() - t0)
+    v, lo = statistics.median(times_v), statistics.median(times_l)
+    return {
+        "shape": [b, d, h, w],
+        "regions_per_image": 64,
+        "num_points": 100,
+        "vectorised_s": v,
+        "loop_s": lo,
+        "speedup": lo / v,
+        "regions_used": loss.last_counts["regions"],
+    }
+
+
+def bench_moco(args) -> dict:
+    torch.manual_seed(0)
+    batch, size = args.moco_batch, args.moco_size
+
+    def encoder():
+        return ContrastiveNet(
+            FeatureUNet(2, 1, encoder_only=True), heads={"embedding": ProjectionHead(256, hidden_dim=0, out_dim=128)}
+        )
+
+    moco = MomentumContrastNet(encoder(), dim=128, queue_size=4096, momentum=0.999)
+    plain = encoder()
+    opt_m = torch.optim.SGD(moco.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+    opt_p = torch.optim.SGD(plain.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+    info = InfoNCELoss(0.07)
+    x, x2 = torch.rand(batch, 1, size, size), torch.rand(batch, 1, size, size)
+
+    def moco_step():
+        opt_m.zero_grad()
+        out = moco(x, key_input=x2)
+        info(out["query"], out["key"], out["queue"]).backward()
+        opt_m.step()
+        moco.momentum_update()
+        moco.enqueue(out["key"])
+
+    def plain_step():
+        opt_p.zero_grad()
+        q = F.normalize(plain(x)["embedding"], dim=1)
+        (q @ q.t()).mean().backward()
+        opt_p.step()
+
+    moco_step(), plain_step()
+    tm, tp = [], []
+    for _ in range(args.repeats):  # interleaved, so that other load hits both alike
+        t0 = time.perf_counter()
+        moco_step()
+        tm.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        plain_step()
+        tp.append(time.perf_counter() - t0)
+    m, p = statistics.median(tm), statistics.median(tp)
+    return {"batch": batch, "size": size, "moco_s": m, "plain_s": p, "overhead": m / p - 1.0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--volumes", type=int, default=6)
+    ap.add_argument("--matrix", type=int, default=320, help="in-plane matrix of the synthetic volumes")
+    ap.add_argument("--repeats", type=int, default=6)
+    ap.add_argument("--moco-batch", type=int, default=16)
+    ap.add_argument("--moco-size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "monai_contrastive_bench_lrc_speed"))
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "lrc_pretraining_speed.md"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.makedirs(args.work_dir, exist_ok=True)
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    cache = bench_cache(args)
+    print("cache", json.dumps(cache), flush=True)
+    loss = bench_loss(args)
+    print("loss", json.dumps(loss), flush=True)
+    moco = bench_moco(args)
+    print("moco", json.dumps(moco), flush=True)
+    wall = time.perf_counter() - t0
+    load1 = os.getloadavg()[0]
+    command = "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    lines = [
+        "# LRC + MoCo pretraining: speed (CPU)",
+        "",
+        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; wall time {wall / 60:.1f} min",
+        f"- machine: `nproc` = {len(os.sched_getaffinity(0))}, CPU `{_cpu_model()}`, no GPU (fp32), torch threads "
+        f"{torch.get_num_threads()}; **shared with other jobs**: 1-min load average {load0:.1f} at start, "
+        f"{load1:.1f} at the end (2 cores), so absolute times are inflated; the ratios compare runs made under the "
+        "same load",
+        f"- versions: Python {platform.python_version()}, torch {torch.__version__}, monai {monai.__version__}",
+        f"- command: `{command}`",
+        "",
+        "## Superpixel cache (target: warm >= 20x cold)",
+        "",
+        f"{cache['volumes']} synthetic CT volumes (matrix {args.matrix}, first volume after preprocessing "
+        f"{cache['shape_first']}), `pretrain_lrc.json`'s deterministic pipeline (thesis superpixel settings: "
+        "min_size 400, sigma 1, scale 100) through `PersistentDataset`; warm = median of "
+        f"{args.repeats} passes.",
+        "",
+        "| pass | seconds | slices/s |",
+        "|---|---:|---:|",
+        f"| cold (compute + write) | {cache['cold_s']:.2f} | {cache['cold_slices_per_s']:.1f} |",
+        f"| warm (read) | {cache['warm_s']:.3f} | {cache['warm_slices_per_s']:.1f} |",
+        f"| **warm / cold** | | **{cache['speedup']:.1f}x** |",
+        "",
+        "## LocalRegionContrastLoss forward + backward",
+        "",
+        f"Batch {loss['shape'][0]} x 2 views, {loss['shape'][1]} channels, {loss['shape'][2]} x {loss['shape'][3]}, "
+        f"64 regions per image ({loss['regions_used']} used), N = 100 points per region.",
+        "",
+        "| implementation | seconds per forward + backward |",
+        "|---|---:|",
+        f"| vectorised (`LocalRegionContrastLoss`) | {loss['vectorised_s']:.3f} |",
+        f"| plain loop over images and regions | {loss['loop_s']:.2f} |",
+        f"| **speed-up** | **{loss['speedup']:.0f}x** |",
+        "",
+        "## MoCo step overhead",
+        "",
+        f"Global encoder (BasicUNet encoder, instance norm) + pooled linear 128-d head, batch {moco['batch']}, "
+        f"{moco['size']} x {moco['size']}, SGD; medians of {args.repeats} interleaved steps.",
+        "",
+        "| step | seconds |",
+        "|---|---:|",
+        f"| plain encoder step (forward, backward, SGD) | {moco['plain_s']:.3f} |",
+        f"| MoCo step (+ key encoder forward, InfoNCE over a 4096 queue, EMA update, enqueue) | {moco['moco_s']:.3f} |",
+        f"| **overhead** | **{100 * moco['overhead']:.0f} %** |",
+        "",
+        "The key encoder's forward pass (no gradient) is most of the overhead; the EMA update (`torch._foreach`) "
+        "and the enqueue are a small fraction.",
+    ]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+        json.dump({"cache": cache, "loss": loss, "moco": moco, "load": [load0, load1]}, f, indent=2)
+    print(f"wrote {args.out}")
+    if not math.isfinite(cache["speedup"]):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
