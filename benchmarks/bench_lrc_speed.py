@@ -237,6 +237,9 @@ def main() -> None:
         f"| warm (read) | {cache['warm_s']:.3f} | {cache['warm_slices_per_s']:.1f} |",
         f"| **warm / cold** | | **{cache['speedup']:.1f}x** |",
         "",
+        "The cold pass includes reading the NIfTI files and resampling as well as the superpixels; the warm reads came "
+        "from the OS page cache, so from a cold disk add its read time.",
+        "",
         "## LocalRegionContrastLoss forward + backward",
         "",
         f"Batch {loss['shape'][0]} x 2 views, {loss['shape'][1]} channels, {loss['shape'][2]} x {loss['shape'][3]}, "

@@ -108,3 +108,28 @@ def test_cli_from_non_editable_install(tmp_path):
         env=env,
     ).stdout
     assert out.startswith("usage: monai-contrastive demo") and "--clip_length" in out
+
+
+def test_demo_stages_run_in_order_with_the_user_options(monkeypatch):
+    """The LRC demo is pretraining -> fine-tuning from it -> evaluation, each a bundle run; --KEY options reach all."""
+    stages = cli.demo_stages("lrc_multiorgan_ct")
+    configs = os.path.join(cli.bundle_path("lrc_multiorgan_ct"), "configs")
+    assert [s["configs"][0] for s in stages] == ["pretrain_lrc.json", "pretrain_moco.json", "train.json", "train.json"]
+    assert all(os.path.isfile(os.path.join(configs, c)) for s in stages for c in s["configs"])
+    calls = []
+    monkeypatch.setattr(cli, "run_bundle", lambda name, files, **o: calls.append((name, files, o)))
+    cli.CLI().demo("lrc_multiorgan_ct", device="cpu")
+    assert [c[1] for c in calls] == [s["configs"] for s in stages]
+    assert all(c[2]["device"] == "cpu" and c[2]["dataset_dir"] == "" for c in calls)
+    assert calls[2][2]["init"] == "lrc_moco" and calls[3][1][-1] == "evaluate.json"
+    # bundles without stages keep the one run of train.json + demo.json
+    calls.clear()
+    cli.CLI().demo("adacon_bmd_xray")
+    assert [c[1] for c in calls] == [["train.json", "demo.json"]]
+
+
+def test_pretrain_command_picks_the_method_config(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "run_bundle", lambda name, files, **o: calls.append((name, files, o)))
+    cli.CLI().pretrain("lrc_multiorgan_ct", method="moco", demo=True)
+    assert calls == [("lrc_multiorgan_ct", ["pretrain_moco.json", "demo_pretrain.json"], {"dataset_dir": ""})]
