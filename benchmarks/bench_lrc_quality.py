@@ -117,12 +117,26 @@ def pretrain(seed: int, args) -> dict:
     overrides = {"dataset_dir": "", "demo_dir": args.demo_dir, "seed": seed}
     if args.pretrain_epochs:
         overrides["epochs"] = args.pretrain_epochs
-    steps = [
-        [["pretrain_lrc.json", "demo_pretrain.json"], "train"],
-        [["pretrain_moco.json", "demo_pretrain.json"], "train"],
-        [["pretrain_lrc.json", "demo_pretrain.json", "evaluate_lrc.json"], None],
+    # LRC and MoCo pretrain independently (their own model folders): run them side by side
+    jobs = [
+        (f"{tag}_lrc", root, [[["pretrain_lrc.json", "demo_pretrain.json"], "train"]], overrides),
+        (f"{tag}_moco", root, [[["pretrain_moco.json", "demo_pretrain.json"], "train"]], overrides),
     ]
-    m = _run(tag, root, steps, overrides, args)
+    t0 = time.perf_counter()
+    lrc, moco = _parallel(jobs, args)
+    ev = _run(
+        f"{tag}_clusters",
+        root,
+        [[["pretrain_lrc.json", "demo_pretrain.json", "evaluate_lrc.json"], None]],
+        overrides,
+        args,
+    )
+    m = {
+        "steps": lrc["steps"] + moco["steps"] + ev["steps"],
+        "torch_threads": lrc["torch_threads"],
+        "wall_s": time.perf_counter() - t0,
+        "finished": ev["finished"],
+    }
     with open(os.path.join(root, "eval", "lrc_clusters.json")) as f:
         clusters = json.load(f)
     clusters.pop("per_slice", None)
@@ -137,12 +151,17 @@ def pretrain(seed: int, args) -> dict:
     return m
 
 
-def finetune(init: str, seed: int, pre: dict, args) -> dict:
+def _parallel(jobs: list, args) -> list[dict]:
+    """``_run`` for each job, ``args.parallel`` at a time (threads only wait on the subprocesses)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        futures = [pool.submit(_run, tag, root, steps, overrides, args) for tag, root, steps, overrides in jobs]
+        return [f.result() for f in futures]
+
+
+def _finetune_job(init: str, seed: int, pre: dict, args):
     tag = f"{init}_seed{seed}"
-    result = os.path.join(args.work_dir, tag + ".json")
-    if os.path.isfile(result):
-        with open(result) as f:
-            return json.load(f)
     root = os.path.join(args.work_dir, tag)
     _fresh_bundle(root)
     for name in ("pretrain_lrc", "pretrain_moco"):
@@ -154,18 +173,24 @@ def finetune(init: str, seed: int, pre: dict, args) -> dict:
         "subset_seed": seed,
         "init": init,
         "num_train_volumes": args.volumes,
+        "num_workers": 0,
     }
     if args.epochs:
         overrides.update(epochs=args.epochs, val_interval=min(args.epochs, 10))
     steps = [[["train.json", "demo.json"], "train"], [["train.json", "demo.json", "evaluate.json"], None]]
-    m = _run(tag, root, steps, overrides, args)
+    return tag, root, steps, overrides
+
+
+def _finetune_result(m: dict, init: str, seed: int, pre: dict, args) -> dict:
+    tag = f"{init}_seed{seed}"
+    root = os.path.join(args.work_dir, tag)
     with open(os.path.join(root, "models", "model.pt.json")) as f:
         m["best"] = json.load(f)
     with open(os.path.join(root, "eval", "seg_metrics.json")) as f:
         seg = json.load(f)
     m["overall"] = seg["overall"]
     m.update(init=init, seed=seed, pretrain_seed=pre["seed"])
-    with open(result, "w") as f:
+    with open(os.path.join(args.work_dir, tag + ".json"), "w") as f:
         json.dump(m, f)
     shutil.rmtree(root, ignore_errors=True)
     print(
@@ -174,6 +199,22 @@ def finetune(init: str, seed: int, pre: dict, args) -> dict:
         flush=True,
     )
     return m
+
+
+def finetune_seed(inits: list[str], seed: int, pre: dict, args) -> dict[str, dict]:
+    """Every init of one seed (cached results reused), ``args.parallel`` runs at a time."""
+    out, todo = {}, []
+    for init in inits:
+        path = os.path.join(args.work_dir, f"{init}_seed{seed}.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                out[init] = json.load(f)
+        else:
+            todo.append(init)
+    results = _parallel([_finetune_job(i, seed, pre, args) for i in todo], args)
+    for init, m in zip(todo, results):
+        out[init] = _finetune_result(m, init, seed, pre, args)
+    return out
 
 
 def _wilcoxon(diffs: list[float]) -> str:
@@ -302,6 +343,9 @@ def main() -> None:
     ap.add_argument("--inits", nargs="+", default=["lrc_moco", "random", "lrc", "moco"], choices=INITS)
     ap.add_argument("--volumes", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--parallel", type=int, default=1, help="runs at a time (pretraining: LRC and MoCo; fine-tuning: inits)"
+    )
     ap.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (smoke tests only)")
     ap.add_argument("--pretrain-epochs", type=int, default=None, help="pretraining epochs (smoke tests only)")
     ap.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "monai_contrastive_bench_lrc_quality"))
@@ -328,16 +372,17 @@ def main() -> None:
     if not pre:
         raise SystemExit("no pretraining finished")
     for seed in args.seeds:
-        for init in args.inits:
-            path = os.path.join(args.work_dir, f"{init}_seed{seed}.json")
-            if args.report_only:
+        if args.report_only:
+            for init in args.inits:
+                path = os.path.join(args.work_dir, f"{init}_seed{seed}.json")
                 if os.path.isfile(path):
                     with open(path) as f:
                         runs[init].append(json.load(f))
-                continue
-            runs[init].append(finetune(init, seed, pre[seed % len(pre)], args))
-            with open(args.out, "w") as f:  # the report after every run: partial results stay visible
-                f.write(write_report(pre, runs, args, command))
+            continue
+        for init, m in finetune_seed(args.inits, seed, pre[seed % len(pre)], args).items():
+            runs[init].append(m)
+        with open(args.out, "w") as f:  # the report after every seed: partial results stay visible and paired
+            f.write(write_report(pre, runs, args, command))
     with open(args.out, "w") as f:
         f.write(write_report(pre, runs, args, command))
     print(f"wrote {args.out}")
