@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["item_file_hash", "transform_settings_hash"]
+__all__ = ["file_digest", "item_file_hash", "transform_settings_hash"]
 
 _SIMPLE = (str, int, float, bool, type(None))
 
@@ -73,3 +73,21 @@ def item_file_hash(item: Any) -> bytes:
     visit(item)
     text = json.dumps({"item": item, "files": files}, sort_keys=True, default=str)
     return hashlib.md5(text.encode("utf-8")).hexdigest().encode("utf-8")
+
+
+def file_digest(paths: Sequence[str] | str) -> str:
+    """MD5 of the content of each existing file of ``paths`` (``""`` entries and missing files count as absent):
+    what a run was initialised from, for a resumable checkpoint's fingerprint. Content, not modification time, so a
+    pretraining re-run that rewrites identical weights does not invalidate the fine-tuning that used them."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    out = []
+    for p in paths:
+        if p and os.path.isfile(p):
+            h = hashlib.md5()
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            out.append(h.hexdigest())
+        else:
+            out.append("")
+    return ",".join(out)

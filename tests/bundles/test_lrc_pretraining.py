@@ -120,6 +120,22 @@ def test_pretrain_lrc_moco_then_finetune_each_row(bundle, workflow):
     wf.run()
     assert trainer.state.iteration == 1 and os.path.isfile(os.path.join(models, "model.pt"))
     wf.finalize()
+    # a pretraining re-run that finds its run complete rewrites the same weights: the fine-tuning still resumes
+    before = os.path.getmtime(os.path.join(models, "pretrain_lrc", "model.pt"))
+    wf = workflow(bundle, ["pretrain_lrc.json"], **PRETRAIN)
+    wf.run()
+    wf.finalize()
+    assert torch.equal(
+        torch.load(os.path.join(models, "pretrain_lrc", "model.pt"), weights_only=True)[
+            "encoder.conv_0.conv_0.conv.weight"
+        ],
+        lrc_state["encoder.conv_0.conv_0.conv.weight"],
+    )
+    wf = workflow(bundle, ["train.json"], **{**FINETUNE, "epochs": 2}, init="lrc_moco")
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    wf.run()
+    assert trainer.state.iteration == 2, before
+    wf.finalize()
     with pytest.raises(Exception) as err:
         wf = workflow(bundle, ["train.json"], **FINETUNE, init="moco")
         wf.run()

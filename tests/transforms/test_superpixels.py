@@ -156,3 +156,16 @@ def test_pretrain_config_keys_are_documented():
     with open(os.path.join(BUNDLE, "configs", "pretrain_moco.json")) as f:
         moco = json.load(f)
     assert moco["learning_rate"] == 0.03 and moco["momentum"] == 0.9 and moco["embedding_dim"] == 128
+
+
+def test_file_digest_follows_content_not_mtime(tmp_path):
+    from monai_contrastive.data import file_digest
+
+    p = tmp_path / "w.pt"
+    p.write_bytes(b"abc")
+    first = file_digest([str(p), ""])
+    os.utime(p, ns=(5, 5))
+    assert file_digest([str(p), ""]) == first and first.endswith(",")
+    p.write_bytes(b"abd")
+    assert file_digest([str(p), ""]) != first
+    assert file_digest(str(tmp_path / "missing.pt")) == ""
