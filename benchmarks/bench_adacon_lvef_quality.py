@@ -1,14 +1,18 @@
-"""Quality benchmark on the synthetic LVEF echo task: MSE vs MSE + AdaCon vs MSE + SupCon (AdaCon Table IX protocol).
+"""Quality benchmark on the synthetic LVEF echo task: MSE vs MSE + AdaCon vs MSE + SupCon (AdaCon Table III protocol).
 
 Every run goes through the bundle's own configs (``bundles/adacon_lvef_echo/configs/train.json`` + ``demo.json``)
 with overrides, in a subprocess: train on TRAIN, pick the best epoch by validation MSE on VAL, then score that
 checkpoint on TEST (never used for training or selection) with ``evaluate.json``: one clip per video and all clips
-averaged. Results: mean ± std over seeds (the seed sets initialisation, clip sampling and augmentation; the
-synthetic dataset is the same for every run).
+averaged. Paired design: every method runs with the same seeds on the same synthetic dataset (the seed sets
+initialisation, clip sampling and augmentation), so the per-seed differences and a Wilcoxon signed-rank test compare
+AdaCon with the plain loss. Fig. 3 check: the Spearman correlation of cosine similarity vs ECDF label distance of the
+best checkpoint's VAL features (backbone features, and the projection head's embeddings) per run.
 
-    python benchmarks/bench_adacon_lvef_quality.py --seeds 0 1 2 --out benchmarks/results/adacon_lvef_quality.md
+    python benchmarks/bench_adacon_lvef_quality.py --seeds 0 1 2 3 4 5 6 7 --workers 0 \
+        --work-dir .cache/bench_lvef_quality_i11
 
-Finished runs are cached in ``--work-dir`` (JSON per run), so an interrupted benchmark continues where it stopped.
+Finished runs are cached in ``--work-dir`` (JSON per run), so an interrupted benchmark continues where it stopped;
+the report and ``<out>.json`` (every finished run) are rewritten after each run, so partial results are kept.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BUNDLE = os.path.join(ROOT, "bundles", "adacon_lvef_echo")
+sys.path.insert(0, HERE)
+from paired_stats import machine_load, mean_std, paired_summary  # noqa: E402
 
 VARIANTS = {
     "MSE (regression only)": {"gamma_con": 0.0},
@@ -48,6 +54,22 @@ wf = ConfigWorkflow(config_file=cfg("train.json", "demo.json"), workflow_type="t
                     **args["overrides"])
 wf.initialize(); wf.run()
 best = torch.load(os.path.join(root, "models", "model.pt"), map_location="cpu", weights_only=True)
+# Fig. 3 check on VAL with the best checkpoint (its own ECDF, never refitted)
+sys.path.insert(0, args["bench_dir"])
+from paired_stats import feature_label_spearman
+from monai.data import DataLoader
+p = wf.parser
+net = p.get_parsed_content("network_def")
+net.load_state_dict(best["model"]); net.eval()
+ecdf = p.get_parsed_content("ecdf"); ecdf.load_state_dict(best["ecdf"])
+feats, embs, labels = [], [], []
+with torch.no_grad():
+    for b in DataLoader(p.get_parsed_content("validate#dataset"), batch_size=10, num_workers=0):
+        o = net(torch.as_tensor(b["image"]))
+        feats.append(o["features"]); embs.append(o["embedding"]); labels.append(torch.as_tensor(b["label"]).reshape(-1))
+feats, embs, labels = torch.cat(feats), torch.cat(embs), torch.cat(labels)
+fig3 = {"spearman_features": feature_label_spearman(feats, labels, ecdf),
+        "spearman_embedding": feature_label_spearman(embs, labels, ecdf), "n_val": int(labels.numel())}
 wf.finalize()
 wf = ConfigWorkflow(config_file=cfg("train.json", "demo.json", "evaluate.json"), workflow_type="eval",
                     bundle_root=root, **args["overrides"])
@@ -55,6 +77,7 @@ wf.initialize(); wf.run(); wf.finalize()
 m = json.load(open(os.path.join(root, "eval", "test_metrics.json")))
 out = {name: proto["all"] for name, proto in m["protocols"].items()}
 out["best_val_mse"], out["best_epoch"] = best["metric"], best["epoch"]
+out.update(fig3)
 json.dump(out, open(args["result"], "w"))
 """
 
@@ -63,12 +86,19 @@ def _tag(variant: str, seed: int) -> str:
     return f"{variant.replace(' ', '_').replace('(', '').replace(')', '').replace('+', 'plus')}_seed{seed}"
 
 
-def run_one(variant: str, seed: int, args, work_dir: str) -> dict:
+def run_one(variant: str, seed: int, args, work_dir: str) -> dict | None:
     tag = _tag(variant, seed)
     result = os.path.join(work_dir, tag + ".json")
     if os.path.isfile(result):
         with open(result) as f:
             return json.load(f)
+    # a lock per run: several processes may share --work-dir (e.g. odd and even seeds side by side)
+    lock = os.path.join(work_dir, tag + ".lock")
+    try:
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        print(f"{tag}: running in another process ({lock}); skipped", flush=True)
+        return None
     root = os.path.join(work_dir, tag)
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(BUNDLE, root, ignore=shutil.ignore_patterns("models", "eval", "runs", "demo_data", ".cache"))
@@ -81,20 +111,23 @@ def run_one(variant: str, seed: int, args, work_dir: str) -> dict:
         **json.loads(args.overrides),
         **VARIANTS[variant],
     }
-    payload = {"bundle_root": root, "overrides": overrides, "result": result}
+    payload = {"bundle_root": root, "overrides": overrides, "result": result, "bench_dir": HERE}
     t0 = time.time()
-    env = dict(os.environ, BENCH_THREADS=str(args.threads))
+    env = dict(os.environ, BENCH_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.run(
         [sys.executable, "-c", RUN_SCRIPT, json.dumps(payload)], capture_output=True, text=True, env=env
     )
     if proc.returncode != 0:
+        os.remove(lock)
         raise RuntimeError(f"{tag} failed:\n{proc.stderr[-4000:]}")
     with open(result) as f:
         m = json.load(f)
     m["seconds"] = time.time() - t0
+    m["load_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     with open(result, "w") as f:
         json.dump(m, f)
     shutil.rmtree(root, ignore_errors=True)
+    os.remove(lock)
     print(f"{tag}: {json.dumps(m)}", flush=True)
     return m
 
@@ -119,40 +152,94 @@ def _mean_predictor(demo_dir: str, demo_kwargs: dict) -> dict | None:
     return regression_metrics([mean] * len(test), test) | {"n": len(test)}
 
 
-def write_report(results: dict[str, list[dict]], args) -> None:
+BASE = "MSE (regression only)"
+
+
+def _ci(ps: dict, fmt: str) -> str:
+    return f"[{ps['ci95'][0]:{fmt}}, {ps['ci95'][1]:{fmt}}]" if "ci95" in ps else "n/a"
+
+
+def _fmt_p(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and x != x) else f"{x:.3f}"
+
+
+def write_report(results: dict[str, dict[int, dict]], args, started: float, final: bool) -> None:
+    """``results[variant][seed]`` = the run's metrics; rewrites ``args.out`` (markdown) and ``args.out + .json``."""
     with open(os.path.join(BUNDLE, "configs", "demo.json")) as f:
         demo = json.load(f)
     demo.update(json.loads(args.overrides))
-    base_name = "MSE (regression only)"
+    demo.pop("_comment", None)
+    demo.pop("run#1", None)
+    complete = sorted(set.intersection(*(set(r) for r in results.values()))) if results else []
+    status = (
+        f"finished: {len(complete)} paired seeds ({complete})"
+        if final
+        else f"**partial** (benchmark still running or stopped): {len(complete)} seeds have every method ({complete})"
+    )
     lines = [
-        "# AdaCon on the synthetic LVEF echo task: quality",
+        "# AdaCon on the synthetic LVEF echo task: quality (paired seeds)",
         "",
+        f"- status: {status}; wall time of the finished runs, summed: "
+        f"{sum(r.get('seconds', 0) for rs in results.values() for r in rs.values()) / 60:.0f} min "
+        "(several runs ran side by side)",
         f"- date: {datetime.date.today()}; machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU "
-        f"cores, GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}",
+        f"cores, GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}; {machine_load()} "
+        "(the 2 cores were shared with other jobs: minutes/run are under load, not idle timings)",
         f"- python {platform.python_version()}, torch {torch.__version__}, monai {__import__('monai').__version__}",
         f"- command: `python benchmarks/bench_adacon_lvef_quality.py {' '.join(sys.argv[1:])}`",
-        "- setting: the bundle's `train.json` + `demo.json` (R(2+1)D-18 from scratch, SGD momentum 0.9, MSE, "
-        "gamma_con 0.75, s = 150, 2 clips per video, frame jitter 12 px, precise BN) with these demo values: "
-        + ", ".join(f"`{k}`={v}" for k, v in demo.items())
-        + "; best epoch by validation MSE on VAL; **metrics on TEST** (never trained on or used for selection), "
-        "MAE/RMSE in EF percentage points.",
+        f"- {args.threads} torch thread(s) per run, runs one after another in this process",
+        "- setting: the bundle's `train.json` + `demo.json` (the demo's small frame-pooling backbone "
+        "`FramePoolVideoNet`, not the paper's R(2+1)D-18; SGD momentum 0.9, MSE on EF %, gamma_con 0.75, s = 150, "
+        "2 clips per video, frame jitter 12 px, precise BN) with: "
+        + ", ".join(f"`{k}`={json.dumps(v)}" for k, v in demo.items())
+        + "; the same synthetic dataset and the same seeds for every method (paired); best epoch by validation "
+        "MSE on VAL; **metrics on TEST** (never trained on or used for selection), MAE/RMSE in EF percentage points.",
         "",
     ]
+    base_runs = results.get(BASE, {})
     for proto in ("all clips", "single clip"):
-        base = _ms([r[proto]["mae"] for r in results[base_name]])[0] if base_name in results else None
+        base = mean_std([r[proto]["mae"] for s, r in base_runs.items() if s in complete])[0] if base_runs else None
         lines += [
             f"## TEST, {proto}" + (" (averaged over the clips of each video)" if proto == "all clips" else ""),
+            "",
+            "Over the seeds where every method finished.",
             "",
             "| method | MAE ↓ | RMSE ↓ | R² ↑ | ΔMAE vs MSE | seeds | minutes/run |",
             "|---|---|---|---|---|---|---|",
         ]
-        for variant, rs in results.items():
-            mae, rmse, r2 = (_ms([r[proto][k] for r in rs]) for k in ("mae", "rmse", "r2"))
+        for variant, runs in results.items():
+            rs = [runs[s] for s in complete]
+            if not rs:
+                continue
+            mae, rmse, r2 = (mean_std([r[proto][k] for r in rs]) for k in ("mae", "rmse", "r2"))
             delta = f"{100 * (mae[0] - base) / base:+.1f} %" if base else ""
             mins = sum(r.get("seconds", 0) for r in rs) / len(rs) / 60
             lines.append(
                 f"| {variant} | {mae[0]:.2f} ± {mae[1]:.2f} | {rmse[0]:.2f} ± {rmse[1]:.2f} | "
                 f"{r2[0]:.3f} ± {r2[1]:.3f} | {delta} | {len(rs)} | {mins:.1f} |"
+            )
+        lines.append("")
+        lines += [
+            f"Paired differences vs {BASE} (TEST MAE, {proto}; negative = lower MAE than MSE alone):",
+            "",
+            "| method | per-seed ΔMAE (seed: value) | mean ± std | 95 % CI | lower in | Wilcoxon p (exact, two-sided) "
+            "| paired t p |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for variant, runs in results.items():
+            if variant == BASE or not base_runs:
+                continue
+            ps = paired_summary(
+                {s: r[proto]["mae"] for s, r in base_runs.items()}, {s: r[proto]["mae"] for s, r in runs.items()}
+            )
+            if not ps["n"]:
+                continue
+            per = ", ".join(f"{s}: {d:+.2f}" for s, d in zip(ps["seeds"], ps["diffs"]))
+            lines.append(
+                f"| {variant} | {per} | {ps['mean']:+.2f} ± {ps['std']:.2f} | {_ci(ps, '.2f')} | "
+                f"{ps['lower_in']}/{ps['n']} | "
+                f"{_fmt_p(ps.get('wilcoxon_p'))} (min possible {ps['min_possible_p']:.3f}) | "
+                f"{_fmt_p(ps.get('ttest_p'))} |"
             )
         lines.append("")
     mean_pred = _mean_predictor(args.demo_dir, demo.get("demo_kwargs", {}))
@@ -162,44 +249,96 @@ def write_report(results: dict[str, list[dict]], args) -> None:
             f"{mean_pred['rmse']:.2f}, R² {mean_pred['r2']:.3f} (n = {mean_pred['n']}).",
             "",
         ]
-    lines += ["Per run (TEST MAE all clips / single clip; best epoch):", ""]
-    for variant, rs in results.items():
+    lines += [
+        "## Fig. 3 check: is the feature space ordered by EF?",
+        "",
+        "Spearman rho between the cosine similarity of two VAL videos' features and the distance of their EF after the "
+        "training ECDF, over every pair (AdaCon Fig. 3e-h; more negative = more ordered), for the best checkpoint of "
+        "each run. `features`: the backbone's features (every method has them); `embedding`: the projection head's "
+        "output (trained by the contrastive loss; untrained for MSE alone).",
+        "",
+        "| method | rho features: mean ± std | per seed | rho embedding: mean ± std | per seed |",
+        "|---|---|---|---|---|",
+    ]
+    for variant, runs in results.items():
+        fs = {s: r.get("spearman_features") for s, r in sorted(runs.items())}
+        es = {s: r.get("spearman_embedding") for s, r in sorted(runs.items())}
+        if not any(v is not None for v in fs.values()):
+            continue
+        f_ms, e_ms = mean_std(list(fs.values())), mean_std(list(es.values()))
+        lines.append(
+            f"| {variant} | {f_ms[0]:+.3f} ± {f_ms[1]:.3f} | "
+            + ", ".join(f"{s}: {v:+.3f}" for s, v in fs.items() if v is not None)
+            + f" | {e_ms[0]:+.3f} ± {e_ms[1]:.3f} | "
+            + ", ".join(f"{s}: {v:+.3f}" for s, v in es.items() if v is not None)
+            + " |"
+        )
+    base_rho = {s: r.get("spearman_features") for s, r in results.get(BASE, {}).items()}
+    lines += ["", f"Paired vs {BASE} (rho of the features, seeds both have; negative = more ordered):", ""]
+    for variant, runs in results.items():
+        if variant == BASE:
+            continue
+        ps = paired_summary(base_rho, {s: r.get("spearman_features") for s, r in runs.items()})
+        if ps["n"]:
+            lines.append(
+                f"- {variant}: Δrho {ps['mean']:+.3f} ± {ps['std']:.3f} (95 % CI {_ci(ps, '.3f')}), more ordered in "
+                f"{ps['lower_in']}/{ps['n']} seeds, Wilcoxon p {_fmt_p(ps.get('wilcoxon_p'))}"
+            )
+    lines += ["", "Per run (seed: TEST MAE all clips / single clip, best epoch, minutes):", ""]
+    for variant, runs in results.items():
         lines.append(
             f"- {variant}: "
-            + ", ".join(
-                f"{r['all clips']['mae']:.2f} / {r['single clip']['mae']:.2f} (ep {r['best_epoch']})" for r in rs
+            + "; ".join(
+                f"{s}: {r['all clips']['mae']:.2f} / {r['single clip']['mae']:.2f} (ep {r['best_epoch']}, "
+                f"{r.get('seconds', 0) / 60:.1f} min)"
+                for s, r in sorted(runs.items())
             )
         )
+    reading = os.path.join(HERE, "results", "adacon_lvef_quality_reading.md")
+    if os.path.isfile(reading) and os.path.abspath(args.out) == os.path.join(HERE, "results", "adacon_lvef_quality.md"):
+        with open(reading) as f:
+            lines += ["", f.read().strip()]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    with open(os.path.splitext(args.out)[0] + "_runs.json", "w") as f:
+        json.dump({v: {str(s): r for s, r in runs.items()} for v, runs in results.items()}, f, indent=1)
+    print("\n".join(lines), flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--overrides", default="{}", help="JSON of extra config overrides for every run")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work-dir", default=os.path.join(ROOT, ".cache", "bench_lvef_quality"))
     ap.add_argument("--demo-dir", default=os.path.join(ROOT, ".cache", "lvef_demo_data"))
     ap.add_argument("--report-only", action="store_true", help="aggregate the finished runs in --work-dir, run none")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "adacon_lvef_quality.md"))
     args = ap.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
-    results: dict[str, list[dict]] = {}
+    started = time.time()
     for seed in args.seeds:  # seeds outermost: an interrupted run still has every method for the first seeds
         for variant in args.variants:
-            if args.report_only:
-                path = os.path.join(args.work_dir, _tag(variant, seed) + ".json")
-                if os.path.isfile(path):
-                    with open(path) as f:
-                        results.setdefault(variant, []).append(json.load(f))
-                continue
-            results.setdefault(variant, []).append(run_one(variant, seed, args, args.work_dir))
-    write_report(results, args)
+            if not args.report_only:
+                run_one(variant, seed, args, args.work_dir)
+                write_report(_finished(args), args, started, final=False)
+    results = _finished(args)
+    write_report(results, args, started, final=all(set(args.seeds) <= set(r) for r in results.values()))
+
+
+def _finished(args) -> dict[str, dict[int, dict]]:
+    """Every finished run in ``--work-dir`` (also those of another process running other seeds there)."""
+    results: dict[str, dict[int, dict]] = {v: {} for v in args.variants}
+    for variant in args.variants:
+        prefix = _tag(variant, 0)[: -len("0")]
+        for name in os.listdir(args.work_dir):
+            if name.startswith(prefix) and name.endswith(".json") and name[len(prefix) : -5].isdigit():
+                with open(os.path.join(args.work_dir, name)) as f:
+                    results[variant][int(name[len(prefix) : -5])] = json.load(f)
+    return results
 
 
 if __name__ == "__main__":

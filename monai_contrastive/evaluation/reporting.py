@@ -5,14 +5,40 @@ from __future__ import annotations
 import json
 import os
 
+import torch
+
 __all__ = ["report_predictions", "report_validation"]
 
 
-def report_validation(evaluator, best_saver=None, output_file: str | None = None) -> dict:
+def _training_time(trainer) -> dict:
+    """Wall time of the trainer's ``run`` (ignite's ``state.times``), its iterations, threads and load average."""
+    state = getattr(trainer, "state", None)
+    times = getattr(state, "times", None) or {}
+    seconds = times.get("COMPLETED") or times.get("EPOCH_COMPLETED")
+    out = {"iterations": int(getattr(state, "iteration", 0) or 0), "torch_threads": torch.get_num_threads()}
+    if seconds:
+        out["seconds"] = round(float(seconds), 1)
+    if hasattr(os, "getloadavg"):
+        out["load_average_1min"] = round(os.getloadavg()[0], 2)
+    return out
+
+
+def report_validation(
+    evaluator, best_saver=None, output_file: str | None = None, trainer=None, r2_target: float | None = None
+) -> dict:
     """Print (and optionally save as JSON) the last validation metrics and those of the best checkpoint.
 
     When no validation ran in this process (a re-run of a finished run resumes at its end and trains nothing), the
     report of the earlier run in ``output_file`` is printed and kept, never overwritten with an empty result.
+
+    Args:
+        evaluator: the validation engine (its ``state.metrics``).
+        best_saver: a :class:`~monai_contrastive.handlers.BestModelSaver` (best epoch and its metrics).
+        output_file: JSON to write (default: ``val_metrics.json`` beside the best model).
+        trainer: the training engine; adds the training wall time, iterations, torch threads and the machine's load
+            average to the report (timings on a loaded machine are not timings on an idle one).
+        r2_target: the demos' bar: the summary says whether the best checkpoint's validation R² (``val_r2``)
+            reached it, i.e. whether the model learned the label rather than its mean.
     """
     if output_file is None and best_saver is not None:
         output_file = os.path.join(os.path.dirname(best_saver.save_path), "val_metrics.json")
@@ -34,6 +60,24 @@ def report_validation(evaluator, best_saver=None, output_file: str | None = None
     for name, m in result.items():
         vals = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items())
         lines.append(f"  {name}: {vals}")
+    if trainer is not None:
+        result["training"] = _training_time(trainer)
+        t = result["training"]
+        load = f", load average {t['load_average_1min']:.2f}" if "load_average_1min" in t else ""
+        took = f"{t['seconds'] / 60:.1f} min" if "seconds" in t else "unknown time"
+        lines.append(f"  training: {t['iterations']} iterations in {took} ({t['torch_threads']} torch threads{load})")
+    if r2_target is not None:
+        best_r2 = result.get("best_checkpoint", {}).get("val_r2", last.get("val_r2"))
+        result["r2_target"] = {"target": float(r2_target), "val_r2": best_r2}
+        if best_r2 is None:
+            lines.append(f"  demo target: validation R² >= {r2_target:g}: no val_r2 metric to check")
+        else:
+            ok = best_r2 >= r2_target
+            result["r2_target"]["reached"] = bool(ok)
+            verdict = (
+                "reached: the model learned the label" if ok else "NOT reached (a model near R² 0 predicts ~the mean)"
+            )
+            lines.append(f"  demo target: validation R² {best_r2:.3f} (best checkpoint) >= {r2_target:g}: {verdict}")
     print("\n".join(lines), flush=True)
     if output_file:
         os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
