@@ -22,6 +22,7 @@ failed (the file, the datalist item); ``MONAI_CONTRASTIVE_TRACEBACK=1`` prints t
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import os
@@ -130,6 +131,9 @@ class CLI:
                 f"== demo stage {i + 1}/{len(stages)}: {stage.get('title', ' + '.join(stage['configs']))}", flush=True
             )
             run_bundle(name, list(stage["configs"]), **{**stage.get("overrides", {}), **overrides})
+            # shut the finished stage's persistent DataLoader workers down here, before the next stage forks its own
+            # workers (which would otherwise inherit the old iterator and warn when they collect it)
+            gc.collect()
 
     def pretrain(self, name: str = "lrc_multiorgan_ct", method: str = "lrc", demo: bool = False, **overrides) -> None:
         """Self-supervised pretraining (configs/pretrain_<method>.json, e.g. ``--method lrc`` or ``--method moco``);
