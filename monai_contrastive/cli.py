@@ -53,6 +53,24 @@ def bundles_dir() -> str:
     return os.path.join(os.path.dirname(_PACKAGE_DIR), "bundles")
 
 
+def demo_inference_overrides(bundle_dir: str) -> dict:
+    """What inference.json needs to serve a model trained by ``demo``: demo.json's ``inference_overrides`` (the demo's
+    backbone where inference.json nests it differently, e.g. in a fold ensemble) and every demo.json key that
+    inference.json also has (image size, clip length, demo data). Empty when the bundle has no demo.json."""
+    configs = os.path.join(bundle_dir, "configs")
+    if not os.path.isfile(os.path.join(configs, "demo.json")):
+        return {}
+    with open(os.path.join(configs, "demo.json")) as f:
+        demo_cfg = json.load(f)
+    with open(os.path.join(configs, "inference.json")) as f:
+        infer_cfg = json.load(f)
+    overrides = dict(demo_cfg.get("inference_overrides", {}))
+    for key, value in demo_cfg.items():
+        if key in infer_cfg:
+            overrides.setdefault(key, value)
+    return overrides
+
+
 def bundle_path(name: str) -> str:
     path = name if os.path.isdir(name) else os.path.join(bundles_dir(), name)
     if not os.path.isfile(os.path.join(path, "configs", "metadata.json")):
@@ -157,17 +175,8 @@ class CLI:
         demo data, backbone) and its ``inference_overrides``, for models trained with ``demo``.
         """
         if demo:
-            configs = os.path.join(bundle_path(name), "configs")
-            with open(os.path.join(configs, "demo.json")) as f:
-                demo_cfg = json.load(f)
-            with open(os.path.join(configs, "inference.json")) as f:
-                infer_cfg = json.load(f)
-            # the demo's backbone etc. where inference.json nests them differently (e.g. in a fold ensemble)
-            for key, value in demo_cfg.get("inference_overrides", {}).items():
+            for key, value in demo_inference_overrides(bundle_path(name)).items():
                 overrides.setdefault(key, value)
-            for key, value in demo_cfg.items():
-                if key in infer_cfg:
-                    overrides.setdefault(key, value)
         run_bundle(name, ["inference.json"], **overrides)
 
     def figure(
@@ -192,13 +201,15 @@ class CLI:
         weights_url: str | None = None,
         torchscript: bool = True,
         overwrite: bool = False,
+        demo: bool = False,
     ) -> None:
         """Write a trained bundle as a self-contained model-zoo bundle folder OUT/NAME.
 
         The plugin code under scripts/ (configs point there), models/model.pt as a plain state dict (the fold
         ensemble where the bundle has folds), models/model.ts (TorchScript), large_files.yml, metadata listing only
         installable packages. ``--ckpt`` picks the weights (one file, or a list of fold files); default: the
-        bundle's models/model.pt, else its models/fold<k>/model.pt.
+        bundle's models/model.pt, else its models/fold<k>/model.pt. ``--demo True`` exports a model trained by
+        ``demo``: the exported inference.json takes the demo's network and input settings (as ``infer --demo``).
         """
         from monai_contrastive.export import DEFAULT_WEIGHTS_URL, export_bundle
 
@@ -209,6 +220,7 @@ class CLI:
             weights_url=weights_url or DEFAULT_WEIGHTS_URL,
             torchscript=torchscript,
             overwrite=overwrite,
+            demo=demo,
         )
 
 

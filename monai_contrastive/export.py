@@ -294,6 +294,7 @@ def export_bundle(
     weights_url: str = DEFAULT_WEIGHTS_URL,
     torchscript: bool = True,
     overwrite: bool = False,
+    demo: bool = False,
 ) -> str:
     """Write the model-zoo-ready copy of bundle ``name`` (a name or a bundle folder) to ``out/<bundle name>``.
 
@@ -307,20 +308,27 @@ def export_bundle(
             version>_<file>``).
         torchscript: also write ``models/model.ts`` (``torch.jit.script`` of ``network_def``).
         overwrite: replace an existing export.
+        demo: the weights come from ``monai-contrastive demo`` (a small demo backbone, demo input size): write the
+            demo's network and input settings (:func:`monai_contrastive.cli.demo_inference_overrides`) into the
+            exported inference.json, and say so in its metadata.
 
     Returns:
         the exported bundle folder.
     """
     import torch
+    from monai.bundle import ConfigParser
 
-    from monai_contrastive.cli import bundle_path
+    from monai_contrastive.cli import bundle_path, demo_inference_overrides
 
     src = os.path.abspath(bundle_path(name))
     bundle_name = os.path.basename(os.path.normpath(src))
-    dst = os.path.abspath(os.path.join(out, bundle_name))
+    final = os.path.abspath(os.path.join(out, bundle_name))
+    if os.path.exists(final) and not overwrite:
+        raise FileExistsError(f"{final} exists; pass --overwrite True to replace it.")
+    # written beside the target and renamed at the end: a failed export leaves no half-written bundle (and keeps an
+    # earlier export it was to overwrite)
+    dst = f"{final}.partial-{os.getpid()}"
     if os.path.exists(dst):
-        if not overwrite:
-            raise FileExistsError(f"{dst} exists; pass --overwrite True to replace it.")
         shutil.rmtree(dst)
     with open(os.path.join(src, "configs", "inference.json")) as f:
         inference = json.load(f)
@@ -340,82 +348,107 @@ def export_bundle(
     if len(ckpts) > 1 and not has_folds:
         raise ValueError(f"{bundle_name} serves one model, got {len(ckpts)} checkpoints: {ckpts}")
 
-    # files of the bundle, the plugin code, configs rewritten
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*_SKIP_BUNDLE))
-    code = copy_plugin(os.path.join(dst, "scripts"))
-    states = [_load_state(p) for p in ckpts]
-    ensemble_state = len(states) == 1 and any(k.startswith("models.") for k in states[0])
-    num_folds = None
-    if has_folds:
-        num_folds = (
-            len({k.split(".")[1] for k in states[0] if k.startswith("models.")}) if ensemble_state else len(states)
-        )
-    for fname in sorted(os.listdir(os.path.join(dst, "configs"))):
-        if not fname.endswith(".json") or fname == "metadata.json":
-            continue
-        path = os.path.join(dst, "configs", fname)
-        with open(path) as f:
-            config = json.load(f)
-        config = rewrite_config(config)
-        if fname == "inference.json" and has_folds:
-            config["num_folds"] = num_folds  # the exported models/model.pt is the ensemble of these folds
-        with open(path, "w") as f:
-            json.dump(config, f, indent=4)
+    try:
+        # files of the bundle, the plugin code, configs rewritten
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*_SKIP_BUNDLE))
+        code = copy_plugin(os.path.join(dst, "scripts"))
+        states = [_load_state(p) for p in ckpts]
+        ensemble_state = len(states) == 1 and any(k.startswith("models.") for k in states[0])
+        num_folds = None
+        if has_folds:
+            num_folds = (
+                len({k.split(".")[1] for k in states[0] if k.startswith("models.")}) if ensemble_state else len(states)
+            )
+        for fname in sorted(os.listdir(os.path.join(dst, "configs"))):
+            if not fname.endswith(".json") or fname == "metadata.json":
+                continue
+            path = os.path.join(dst, "configs", fname)
+            with open(path) as f:
+                config = json.load(f)
+            if fname == "inference.json" and demo:
+                demo_parser = ConfigParser(config)
+                for key, value in demo_inference_overrides(src).items():
+                    demo_parser[key] = value
+                config = demo_parser.get()
+            config = rewrite_config(config)
+            if fname == "inference.json" and has_folds:
+                config["num_folds"] = num_folds  # the exported models/model.pt is the ensemble of these folds
+            with open(path, "w") as f:
+                json.dump(config, f, indent=4)
+                f.write("\n")
+
+        # metadata
+        with open(os.path.join(src, "configs", "metadata.json")) as f:
+            meta = json.load(f)
+        exported_meta = copy.deepcopy(meta)
+        exported_meta["schema"] = SCHEMA_URL
+        if demo:
+            exported_meta["description"] = (
+                exported_meta.get("description", "").rstrip()
+                + " Exported from a demo run (small demo backbone trained on"
+                " the synthetic demo data): a pipeline check, not a model for real images."
+            )
+        exported_meta["required_packages_version"] = required_packages(code, meta.get("required_packages_version"))
+        bad = {k: v for k, v in exported_meta.get("eval_metrics", {}).items() if not isinstance(v, (int, float))}
+        if bad:
+            raise ValueError(f"metadata eval_metrics must be numbers, got {bad}")
+        with open(os.path.join(dst, "configs", "metadata.json"), "w") as f:
+            json.dump(exported_meta, f, indent=4)
             f.write("\n")
 
-    # metadata
-    with open(os.path.join(src, "configs", "metadata.json")) as f:
-        meta = json.load(f)
-    exported_meta = copy.deepcopy(meta)
-    exported_meta["schema"] = SCHEMA_URL
-    exported_meta["required_packages_version"] = required_packages(code, meta.get("required_packages_version"))
-    bad = {k: v for k, v in exported_meta.get("eval_metrics", {}).items() if not isinstance(v, (int, float))}
-    if bad:
-        raise ValueError(f"metadata eval_metrics must be numbers, got {bad}")
-    with open(os.path.join(dst, "configs", "metadata.json"), "w") as f:
-        json.dump(exported_meta, f, indent=4)
-        f.write("\n")
-
-    # weights: the served network's plain state dict, checked by loading it strictly into the exported network_def
-    os.makedirs(os.path.join(dst, "models"), exist_ok=True)
-    sys.path.insert(0, dst)
-    _unload_scripts()
-    try:
-        parser = _parse_exported(dst)
-        net = parser.get_parsed_content("network_def")
-        if has_folds and not ensemble_state:
-            for member, state in zip(net.models, states):
-                member.load_state_dict(state)
-        else:
-            net.load_state_dict(states[0])
-        model_pt = os.path.join(dst, "models", "model.pt")
-        torch.save(net.state_dict(), model_pt)
-        large = ["models/model.pt"]
-        if torchscript:
-            from monai.networks.utils import convert_to_torchscript
-
-            net.eval()
-            extra = {"inference.json": json.dumps(parser.get()).encode()}
-            meta_values = parser.get().get("_meta_")
-            from monai.data import save_net_with_metadata
-
-            scripted = convert_to_torchscript(net)
-            save_net_with_metadata(
-                scripted,
-                os.path.join(dst, "models", "model"),
-                meta_values=meta_values,
-                more_extra_files=extra,
-                append_timestamp=False,
-            )
-            large.append("models/model.ts")
-    finally:
-        sys.path.remove(dst)
+        # weights: the served network's plain state dict, checked by loading it strictly into the exported network_def
+        os.makedirs(os.path.join(dst, "models"), exist_ok=True)
+        sys.path.insert(0, dst)
         _unload_scripts()
+        try:
+            parser = _parse_exported(dst)
+            net = parser.get_parsed_content("network_def")
+            try:
+                if has_folds and not ensemble_state:
+                    for member, state in zip(net.models, states):
+                        member.load_state_dict(state)
+                else:
+                    net.load_state_dict(states[0])
+            except RuntimeError as e:
+                hint = "" if demo else " If they were trained by `monai-contrastive demo`, export with --demo True."
+                raise RuntimeError(
+                    f"the weights {ckpts} do not fit network_def of {bundle_name}'s inference.json.{hint}\n{e}"
+                ) from e
+            model_pt = os.path.join(dst, "models", "model.pt")
+            torch.save(net.state_dict(), model_pt)
+            large = ["models/model.pt"]
+            if torchscript:
+                from monai.networks.utils import convert_to_torchscript
 
-    write_large_files(dst, large, weights_url, bundle_name, exported_meta.get("version", "0.0.0"))
-    too_big = {k: round(v, 1) for k, v in zoo_file_sizes(dst).items() if v > ZOO_MAX_FILE_MB}
-    if too_big:
-        raise RuntimeError(f"files over the zoo's {ZOO_MAX_FILE_MB} MB not listed in large_files.yml: {too_big}")
+                net.eval()
+                extra = {"inference.json": json.dumps(parser.get()).encode()}
+                meta_values = parser.get().get("_meta_")
+                from monai.data import save_net_with_metadata
+
+                scripted = convert_to_torchscript(net)
+                save_net_with_metadata(
+                    scripted,
+                    os.path.join(dst, "models", "model"),
+                    meta_values=meta_values,
+                    more_extra_files=extra,
+                    append_timestamp=False,
+                )
+                large.append("models/model.ts")
+        finally:
+            sys.path.remove(dst)
+            _unload_scripts()
+
+        write_large_files(dst, large, weights_url, bundle_name, exported_meta.get("version", "0.0.0"))
+        too_big = {k: round(v, 1) for k, v in zoo_file_sizes(dst).items() if v > ZOO_MAX_FILE_MB}
+        if too_big:
+            raise RuntimeError(f"files over the zoo's {ZOO_MAX_FILE_MB} MB not listed in large_files.yml: {too_big}")
+    except BaseException:
+        shutil.rmtree(dst, ignore_errors=True)
+        raise
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.replace(dst, final)
+    dst = final
     print(
         f"exported {bundle_name} to {dst}: models/model.pt (from {len(ckpts)} checkpoint(s)"
         + (f", {num_folds} fold models" if num_folds else "")

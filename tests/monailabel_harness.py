@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Iterator
 
@@ -44,6 +46,8 @@ MONAILABEL_PINS = (f"monailabel=={MONAILABEL_VERSION}", "pydicom<3", "dicomweb-c
 STAMP_NAME = ".monai_contrastive_stamp.json"
 INSTALL_LOG_NAME = "monai_contrastive_install.log"
 PIP_TIMEOUT = 3600
+# disk the MONAI Label virtualenv takes beside the hard-linked torch (3.0 GB seen: monailabel, mlflow, sam2, ...)
+MONAILABEL_VENV_GB = 4.0
 
 # MONAI Label settings for a quiet, offline, local server (environment variables read by monailabel.config).
 SERVER_ENV = {
@@ -133,6 +137,116 @@ def _install_lock(venv: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def requirement_closure(name: str) -> list[importlib_metadata.Distribution]:
+    """The installed distribution ``name`` and, recursively, its unconditional requirements (no extras)."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # pragma: no cover - packaging ships with pip's toolchain and setuptools
+        Requirement = None
+    seen: dict[str, importlib_metadata.Distribution] = {}
+    done: set[tuple[str, str]] = set()
+    todo: list[tuple[str, str]] = [(name, "")]  # (distribution, extra requested of it)
+    while todo:
+        raw, extra = todo.pop()
+        n = re.sub(r"[-_.]+", "-", raw).lower()
+        if (n, extra) in done:
+            continue
+        done.add((n, extra))
+        try:
+            dist = seen.get(n) or importlib_metadata.distribution(n)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+        seen[n] = dist
+        for req in dist.requires or []:
+            if Requirement is not None:
+                r = Requirement(req)
+                if r.marker is not None and not r.marker.evaluate({"extra": extra}):
+                    continue
+                todo.append((r.name, ""))
+                todo.extend((r.name, e) for e in r.extras)
+            elif "extra ==" not in req:
+                todo.append((re.split(r"[ ;<>=!~\[(]", req, maxsplit=1)[0], ""))
+    return list(seen.values())
+
+
+def link_distribution(dist: importlib_metadata.Distribution, site_packages: Path) -> int:
+    """Hard-link (or copy) the files of an installed distribution that live in its site-packages folder."""
+    src_root = Path(dist.locate_file("")).resolve()
+    n = 0
+    for f in dist.files or []:
+        src = Path(dist.locate_file(f)).resolve()
+        try:
+            rel = src.relative_to(src_root)
+        except ValueError:
+            continue
+        if "__pycache__" in rel.parts or not src.is_file() or rel.parts[0] == "..":
+            continue
+        dst = site_packages / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists():
+            continue
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+        n += 1
+    return n
+
+
+def link_torch_from_here(python: Path, log: Path, version: str | None = None, torchvision: bool = False) -> dict:
+    """Hard-link this interpreter's torch (and, with ``torchvision``, torchvision) and their requirements into a venv.
+
+    The CUDA build of torch with its NVIDIA libraries is over 5 GB; a second copy per test virtualenv filled CI's disk.
+    The linked files are those pip installed here, with their ``.dist-info``, so pip in the new virtualenv counts them
+    as installed and does not download them again. Nothing is linked when torch is not installed here or differs from
+    ``version``. Returns ``{distribution: files linked}``.
+    """
+    try:
+        here = importlib_metadata.version("torch")
+    except importlib_metadata.PackageNotFoundError:
+        return {}
+    if version is not None and here != version:
+        return {}
+    site = _site_packages(python)
+    roots = ["torch"]
+    if torchvision:
+        try:
+            importlib_metadata.version("torchvision")
+            roots.append("torchvision")
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    linked: dict = {}
+    for root in roots:
+        for dist in requirement_closure(root):
+            name = dist.metadata["Name"]
+            if name not in linked:
+                linked[name] = link_distribution(dist, site)
+    with open(log, "a") as f:
+        f.write(f"\nlinked from {sys.prefix}: {linked}\n")
+    return linked
+
+
+def _site_packages(python: Path) -> Path:
+    out = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(out.stdout.strip())
+
+
+def check_free_disk(path: Path, needed_gb: float, what: str) -> None:
+    """Raise ``RuntimeError`` naming ``what``, the folder and the free space when less than ``needed_gb`` is free."""
+    path.mkdir(parents=True, exist_ok=True)
+    free_gb = shutil.disk_usage(path).free / 1e9
+    if free_gb < needed_gb:
+        raise RuntimeError(
+            f"not enough disk for {what} at {path}: {free_gb:.1f} GB free, about {needed_gb:.1f} GB needed"
+            " (torch is hard-linked from the running virtualenv; free disk space or point the virtualenv elsewhere)"
+        )
+
+
 def install_monailabel_venv(venv: Path | None = None) -> Path:
     """Create or update the MONAI Label virtualenv (idempotent); return its python.
 
@@ -146,10 +260,13 @@ def install_monailabel_venv(venv: Path | None = None) -> Path:
         if stamp == wanted and python.exists():
             return python
         log = venv / INSTALL_LOG_NAME
+        if not python.exists() or stamp.get("pins") != wanted["pins"]:
+            check_free_disk(venv, MONAILABEL_VENV_GB, "the MONAI Label virtualenv")
         if not python.exists():
             stamp = {}
             _run_logged([sys.executable, "-m", "venv", str(venv)], log)
         if stamp.get("pins") != wanted["pins"]:
+            link_torch_from_here(python, log, torchvision=True)  # sam2 needs torchvision
             _run_logged([str(python), "-m", "pip", "install", *MONAILABEL_PINS], log)
             stamp = {"pins": wanted["pins"]}
             _write_stamp(venv, stamp)

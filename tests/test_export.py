@@ -377,3 +377,54 @@ def test_fold_ensemble_loads_served_model_or_folds(tmp_path):
         FoldEnsemble(_tiny_net(), num_models=2).load_weights(None, [folds[0], str(tmp_path / "missing.pt")])
     with pytest.raises(ValueError, match="2 ensemble members but 1"):
         FoldEnsemble(_tiny_net(), num_models=2).load_weights(None, folds[:1])
+
+
+def test_export_demo_trained_model(tmp_path):
+    """A model trained by ``demo`` (small demo backbone) exports with ``--demo True``; without it, a clear error."""
+    import shutil
+
+    from monai_contrastive.export import _parse_exported, _unload_scripts, export_bundle
+
+    name = "adacon_bmd_xray"
+    src = tmp_path / name
+    shutil.copytree(zh.BUNDLES_DIR / name, src, ignore=shutil.ignore_patterns("models", "eval", "runs", "demo_data"))
+    torch.set_num_threads(1)
+    wf = zh._workflow(src, ["train.json", "demo.json"], **zh.BMD_TRAIN, fold=0)  # the demo's ResNet backbone
+    wf.run()
+    wf.finalize()
+    trained = torch.load(src / "models" / "fold0" / "model.pt", map_location="cpu", weights_only=True)
+    trained = trained.get("model", trained)
+
+    with pytest.raises(RuntimeError, match="--demo True") as e:
+        export_bundle(str(src), str(tmp_path / "zoo"), torchscript=False)
+    assert "do not fit network_def" in str(e.value)
+    assert os.listdir(tmp_path / "zoo") == []  # nothing half-written left behind
+    dst = export_bundle(str(src), str(tmp_path / "zoo"), demo=True)
+    before = {f: os.path.getmtime(os.path.join(dst, f)) for f in ("models/model.pt", "configs/inference.json")}
+    with pytest.raises(RuntimeError, match="--demo True"):  # a failed overwrite keeps the earlier export
+        export_bundle(str(src), str(tmp_path / "zoo"), overwrite=True)
+    assert os.listdir(tmp_path / "zoo") == [name]
+    assert before == {f: os.path.getmtime(os.path.join(dst, f)) for f in before}
+
+    config = json.loads(open(os.path.join(dst, "configs", "inference.json")).read())
+    assert config["network_def"]["models"]["backbone"]["_target_"] == "monai.networks.nets.ResNet"
+    assert config["num_folds"] == 1 and config["image_size"] == [64, 64]
+    meta = json.loads(open(os.path.join(dst, "configs", "metadata.json")).read())
+    assert "demo run" in meta["description"]
+    served = torch.load(os.path.join(dst, "models", "model.pt"), map_location="cpu", weights_only=True)
+    assert {k.split(".", 2)[2] for k in served} == set(trained)  # models.0.<the fold's own keys>
+    for k, v in trained.items():
+        assert torch.equal(served[f"models.0.{k}"], v)
+    scripted = torch.jit.load(os.path.join(dst, "models", "model.ts"))
+    sys.path.insert(0, dst)
+    _unload_scripts()
+    try:
+        net = _parse_exported(dst).get_parsed_content("network_def")
+        net.load_state_dict(served)
+        net.eval()
+        x = torch.randn(2, 1, 64, 64)
+        with torch.no_grad():
+            assert torch.allclose(scripted(x), net(x), atol=1e-5)
+    finally:
+        sys.path.remove(dst)
+        _unload_scripts()

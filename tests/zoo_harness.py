@@ -18,20 +18,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-from .monailabel_harness import _install_lock, _run_logged, _tail
+from .monailabel_harness import _install_lock, _run_logged, _tail, check_free_disk, link_torch_from_here
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL_ENV = "MONAI_CONTRASTIVE_ZOO_INSTALL"
 VENVS_ENV = "MONAI_CONTRASTIVE_ZOO_VENVS"
 TORCH_FROM_INDEX_ENV = "MONAI_CONTRASTIVE_ZOO_TORCH_FROM_INDEX"
 STAMP_NAME = ".monai_contrastive_zoo_stamp.json"
+# disk a zoo virtualenv takes beside the hard-linked torch (monai, itk, opencv, ...), with a margin
+ZOO_VENV_GB = 2.5
 
 
 def install_allowed() -> bool:
@@ -55,72 +55,6 @@ def _python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def _site_packages(python: Path) -> Path:
-    out = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return Path(out.stdout.strip())
-
-
-def _requirement_closure(name: str) -> list[importlib_metadata.Distribution]:
-    """The installed distribution ``name`` and, recursively, its unconditional requirements (no extras)."""
-    try:
-        from packaging.requirements import Requirement
-    except ImportError:  # pragma: no cover - packaging ships with pip's toolchain and setuptools
-        Requirement = None
-    seen: dict[str, importlib_metadata.Distribution] = {}
-    done: set[tuple[str, str]] = set()
-    todo: list[tuple[str, str]] = [(name, "")]  # (distribution, extra requested of it)
-    while todo:
-        raw, extra = todo.pop()
-        n = re.sub(r"[-_.]+", "-", raw).lower()
-        if (n, extra) in done:
-            continue
-        done.add((n, extra))
-        try:
-            dist = seen.get(n) or importlib_metadata.distribution(n)
-        except importlib_metadata.PackageNotFoundError:
-            continue
-        seen[n] = dist
-        for req in dist.requires or []:
-            if Requirement is not None:
-                r = Requirement(req)
-                if r.marker is not None and not r.marker.evaluate({"extra": extra}):
-                    continue
-                todo.append((r.name, ""))
-                todo.extend((r.name, e) for e in r.extras)
-            elif "extra ==" not in req:
-                todo.append((re.split(r"[ ;<>=!~\[(]", req, maxsplit=1)[0], ""))
-    return list(seen.values())
-
-
-def _link_distribution(dist: importlib_metadata.Distribution, site_packages: Path) -> int:
-    """Hard-link (or copy) the files of an installed distribution that live in its site-packages folder."""
-    src_root = Path(dist.locate_file("")).resolve()
-    n = 0
-    for f in dist.files or []:
-        src = Path(dist.locate_file(f)).resolve()
-        try:
-            rel = src.relative_to(src_root)
-        except ValueError:
-            continue
-        if "__pycache__" in rel.parts or not src.is_file() or rel.parts[0] == "..":
-            continue
-        dst = site_packages / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.exists():
-            continue
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-        n += 1
-    return n
-
-
 def zoo_python(meta: dict) -> str | None:
     """The python of the bundle's virtualenv, created when allowed; ``None`` when there is none."""
     venv = venv_dir(meta)
@@ -139,20 +73,13 @@ def zoo_python(meta: dict) -> str | None:
         except (OSError, ValueError):
             pass
         log = venv / "install.log"
+        check_free_disk(venv, ZOO_VENV_GB, "the model-zoo virtualenv")
         if not python.exists():
             _run_logged([sys.executable, "-m", "venv", str(venv)], log)
         pins = pinned_packages(meta)
         torch_pin = f"torch=={meta['pytorch_version']}"
-        here = None
-        try:
-            here = importlib_metadata.version("torch")
-        except importlib_metadata.PackageNotFoundError:
-            pass
-        if os.environ.get(TORCH_FROM_INDEX_ENV, "") != "1" and here == meta["pytorch_version"]:
-            site = _site_packages(python)
-            linked = {d.metadata["Name"]: _link_distribution(d, site) for d in _requirement_closure("torch")}
-            with open(log, "a") as f:
-                f.write(f"\nlinked from {sys.prefix}: {linked}\n")
+        if os.environ.get(TORCH_FROM_INDEX_ENV, "") != "1":
+            link_torch_from_here(python, log, meta["pytorch_version"])
         _run_logged([str(python), "-m", "pip", "install", "--disable-pip-version-check", *pins], log)
         check = subprocess.run(
             [str(python), "-m", "pip", "check"], capture_output=True, text=True, env=_clean_env(python)

@@ -3,6 +3,7 @@ generators of the bundles."""
 
 from __future__ import annotations
 
+from .cache import file_digest, item_file_hash, transform_settings_hash
 from .datalist import (
     check_loader_batches,
     items_fingerprint,
@@ -13,7 +14,6 @@ from .datalist import (
     share_worker_tempdir,
 )
 from .echonet import load_echo_split, load_echonet_filelist, load_video_datalist
-from .cache import file_digest, item_file_hash, transform_settings_hash
 from .segmentation import list_images, load_image_items, load_segmentation_datalist, take_items
 from .synthetic_bmd import generate_bmd_demo
 from .synthetic_ct import generate_ct_demo

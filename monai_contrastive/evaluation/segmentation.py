@@ -577,7 +577,7 @@ class SegmentationEvaluation:
             append=True,
         )
         text = open(md).read()
-        logger.info("\n" + text)
+        logger.debug("\n" + text)  # shown once: print() below (info would repeat it on the console)
         print(text, flush=True)
 
     def _colours(self) -> np.ndarray:

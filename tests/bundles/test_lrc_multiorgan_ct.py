@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -124,7 +125,7 @@ def _write(path, data, affine):
 
 
 def test_bad_volumes_are_named(bundle, workflow, tmp_path):
-    """A label value outside channel_def and a 2D image stop with the file named."""
+    """A label value outside channel_def, a 2D image and a truncated .nii.gz stop with the file named."""
     affine = np.diag([0.8, 0.8, 2.5, 1.0])
     img = np.full((40, 40, 12), -1000, np.int16)
     img[8:32, 8:32] = 40
@@ -135,7 +136,12 @@ def test_bad_volumes_are_named(bundle, workflow, tmp_path):
     _write(tmp_path / "lab_bad.nii.gz", bad, affine)
     _write(tmp_path / "img2d.nii.gz", img[:, :, 0], affine)
     _write(tmp_path / "lab_good.nii.gz", good, affine)
+    noisy = np.random.default_rng(0).integers(-1000, 1000, (40, 40, 12)).astype(np.int16)
+    _write(tmp_path / "img_full.nii.gz", noisy, affine)
+    whole = (tmp_path / "img_full.nii.gz").read_bytes()
+    (tmp_path / "img_cut.nii.gz").write_bytes(whole[: len(whole) // 2])  # header intact, voxels cut short
     for image, label, message in [
+        ("img_cut.nii.gz", "lab_good.nii.gz", "img_cut.nii.gz"),
         ("img.nii.gz", "lab_bad.nii.gz", "lab_bad.nii.gz"),
         ("img2d.nii.gz", "lab_good.nii.gz", "img2d.nii.gz"),
     ]:
@@ -152,3 +158,15 @@ def test_bad_volumes_are_named(bundle, workflow, tmp_path):
             chain.append(str(e))
             e = e.__cause__ or e.__context__
         assert any(message in m for m in chain), chain
+
+
+def test_every_config_loads_volumes_with_named_errors(bundle):
+    """Plain LoadImaged does not name a truncated .nii.gz (nibabel fails lazily): every config uses LoadVolumed."""
+    configs = sorted(glob.glob(os.path.join(bundle, "configs", "*.json")))
+    loaders = {}
+    for path in configs:
+        text = open(path).read()
+        assert '"LoadImaged"' not in text, f"{path} loads with plain LoadImaged"
+        loaders[os.path.basename(path)] = text.count("monai_contrastive.transforms.ct.LoadVolumed")
+    for name in ("train.json", "inference.json", "pretrain_lrc.json", "pretrain_moco.json"):
+        assert loaders[name] >= 1, loaders

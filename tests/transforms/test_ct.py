@@ -12,7 +12,14 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, Invertd, LoadImaged, Orientationd, Spacingd
 from monai.utils import set_determinism
 
-from monai_contrastive.transforms.ct import ResampleToSpacingd, ValidateCT, ValidateCTd, axial_slice_sampler
+from monai_contrastive.transforms.ct import (
+    LoadVolume,
+    LoadVolumed,
+    ResampleToSpacingd,
+    ValidateCT,
+    ValidateCTd,
+    axial_slice_sampler,
+)
 
 # LPS-like storage (the usual DICOM-derived NIfTI): i towards the patient's left, j posterior, anisotropic voxels
 AFFINE = np.array([[-0.7, 0, 0, 50.0], [0, -0.9, 0, 60.0], [0, 0, 3.0, -20.0], [0, 0, 0, 1]])
@@ -212,3 +219,24 @@ def test_resample_to_spacing_keeps_string_entries_and_equals_spacingd(tmp_path):
     out["pred"] = out["image"].clone()
     inv = Invertd("pred", transform=ours, orig_keys="image", nearest_interp=True)(out)
     assert inv["pred"].shape[1:] == (6, 5, 4)
+
+
+def test_load_volume_names_a_truncated_file(tmp_path, files):
+    """nibabel opens a truncated .nii.gz (the header is intact) and fails only on the voxels; LoadVolumed names it."""
+    rng = np.random.default_rng(0)
+    big = _save(tmp_path / "ct_big.nii.gz", rng.normal(0, 300, (64, 64, 32)).astype(np.float32))
+    data = open(big, "rb").read()
+    cut = tmp_path / "ct_cut.nii.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    assert nib.load(str(cut)).shape == (64, 64, 32)  # the header still reads: the failure is lazy
+    with pytest.raises(RuntimeError) as e:
+        LoadVolumed(["image", "label"])({"image": str(cut), "label": files["label"]})
+    assert str(cut) in str(e.value) and "cannot read" in str(e.value)
+    assert isinstance(e.value.__cause__, Exception)  # the reader's own error stays chained
+    with pytest.raises(RuntimeError, match=re.escape(str(cut))):
+        LoadVolume()(str(cut))
+    # a good case loads exactly as MONAI's LoadImaged does
+    ours, theirs = LoadVolumed(["image", "label"])(dict(files)), _load(dict(files))
+    for k in ("image", "label"):
+        assert torch.equal(ours[k].as_tensor(), theirs[k].as_tensor())
+        assert np.allclose(ours[k].affine, theirs[k].affine)

@@ -13,11 +13,14 @@
 
 from __future__ import annotations
 
-from .array import FelzenszwalbSuperpixels, ValidateCT, body_mask, ct_name
+from .array import FelzenszwalbSuperpixels, LoadVolume, ValidateCT, body_mask, ct_name
 from .dictionary import (
     FelzenszwalbSuperpixelsd,
     FelzenszwalbSuperpixelsD,
     FelzenszwalbSuperpixelsDict,
+    LoadVolumed,
+    LoadVolumeD,
+    LoadVolumeDict,
     ResampleToSpacingd,
     ResampleToSpacingD,
     ResampleToSpacingDict,
@@ -33,6 +36,10 @@ __all__ = [
     "FelzenszwalbSuperpixelsD",
     "FelzenszwalbSuperpixelsDict",
     "body_mask",
+    "LoadVolume",
+    "LoadVolumed",
+    "LoadVolumeD",
+    "LoadVolumeDict",
     "ResampleToSpacingd",
     "ResampleToSpacingD",
     "ResampleToSpacingDict",

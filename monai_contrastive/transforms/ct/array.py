@@ -24,9 +24,28 @@ from typing import Any
 import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
-from monai.transforms import Transform
+from monai.transforms import LoadImage, Transform
+from monai.utils import ensure_tuple
 
-__all__ = ["FelzenszwalbSuperpixels", "ValidateCT", "body_mask", "ct_name"]
+__all__ = ["FelzenszwalbSuperpixels", "LoadVolume", "ValidateCT", "body_mask", "ct_name"]
+
+
+class LoadVolume(LoadImage):
+    """MONAI's ``LoadImage`` that names the file when reading it fails.
+
+    ``LoadImage`` names the file when no reader can open it, but nibabel reads a ``.nii.gz`` lazily: a truncated or
+    corrupt archive fails later, in ``reader.get_data``, with ``EOFError: Compressed file ended before the end-of-stream
+    marker was reached`` and no file name. This class re-raises any reading error as ``RuntimeError("cannot read
+    <file>: <error>")`` chained to the original. Arguments and output are those of ``LoadImage``.
+    """
+
+    def __call__(self, filename, reader=None):
+        try:
+            return super().__call__(filename, reader)
+        except Exception as e:
+            names = [str(f) for f in ensure_tuple(filename)]
+            name = names[0] if len(names) == 1 else names
+            raise RuntimeError(f"{type(self).__name__}: cannot read {name}: {type(e).__name__}: {e}") from e
 
 
 def ct_name(img: Any, meta: Mapping | None = None) -> str | None:

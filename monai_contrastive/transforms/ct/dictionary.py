@@ -22,7 +22,7 @@ instead)::
     keys = ("image", "label")
     train_transforms = Compose(
         [
-            LoadImaged(keys),
+            LoadVolumed(keys),  # LoadImaged that names a file it cannot read
             ValidateCTd(num_classes=14),  # right after loading: names the file of a bad case
             EnsureChannelFirstd(keys),
             Orientationd(keys, axcodes="RAS"),
@@ -47,6 +47,7 @@ from typing import Any
 
 from monai.config import KeysCollection
 from monai.transforms import (
+    LoadImaged,
     MapTransform,
     RandCropByLabelClassesd,
     RandSpatialCropSamplesd,
@@ -56,12 +57,15 @@ from monai.transforms import (
 )
 from monai.utils import PostFix, ensure_tuple
 
-from monai_contrastive.transforms.ct.array import FelzenszwalbSuperpixels, ValidateCT, ct_name
+from monai_contrastive.transforms.ct.array import FelzenszwalbSuperpixels, LoadVolume, ValidateCT, ct_name
 
 __all__ = [
     "FelzenszwalbSuperpixelsd",
     "FelzenszwalbSuperpixelsD",
     "FelzenszwalbSuperpixelsDict",
+    "LoadVolumed",
+    "LoadVolumeD",
+    "LoadVolumeDict",
     "ResampleToSpacingd",
     "ResampleToSpacingD",
     "ResampleToSpacingDict",
@@ -70,6 +74,17 @@ __all__ = [
     "ValidateCTDict",
     "axial_slice_sampler",
 ]
+
+
+class LoadVolumed(LoadImaged):
+    """Dictionary version of :py:class:`monai_contrastive.transforms.ct.LoadVolume`: MONAI's ``LoadImaged`` (same
+    arguments) whose reading errors name the file, e.g. a truncated ``.nii.gz`` that nibabel only fails on when it
+    reads the voxels."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # LoadImaged builds a LoadImage with these arguments; LoadVolume only adds the file name to its errors
+        self._loader.__class__ = LoadVolume
 
 
 def _is_path(x: Any) -> bool:
@@ -254,3 +269,5 @@ class FelzenszwalbSuperpixelsd(MapTransform):
 
 
 FelzenszwalbSuperpixelsD = FelzenszwalbSuperpixelsDict = FelzenszwalbSuperpixelsd
+
+LoadVolumeD = LoadVolumeDict = LoadVolumed
