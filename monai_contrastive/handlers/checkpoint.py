@@ -107,6 +107,10 @@ class ResumableCheckpoint:
         resume: load the checkpoint at start when it exists.
         engine_key: the engine this handler is attached to is saved under this key (its epoch and iteration), so
             a config need not reference the trainer from inside the trainer's own handlers; None to leave it out.
+        start_from_loader: when the engine also has MONAI's ``CheckpointLoader`` (an explicit "start from these
+            weights", which MONAI Label's ``/train`` adds for ``models/model.pt``), the run starts from its weights:
+            an existing checkpoint is not resumed but renamed ``<filename>.previous.pt`` (kept, not checked against
+            the fingerprint) and this run writes its own. ``False``: resume regardless.
         fingerprint: what this run trains on, e.g. ``monai_contrastive.data.items_fingerprint(train_items,
             datalist=..., fold=...)`` (a JSON-able dict). It is saved in the checkpoint; resuming a checkpoint whose
             fingerprint differs raises a ``ValueError`` that names the differing fields, instead of silently
@@ -126,6 +130,7 @@ class ResumableCheckpoint:
         map_location: str | torch.device = "cpu",
         engine_key: str | None = "trainer",
         fingerprint: Mapping | None = None,
+        start_from_loader: bool = True,
     ) -> None:
         if not save_dict:
             raise ValueError("ResumableCheckpoint: save_dict is empty.")
@@ -140,6 +145,15 @@ class ResumableCheckpoint:
         self.resume = resume
         self.map_location = map_location
         self.engine_key = engine_key
+        self.start_from_loader = start_from_loader
+
+    @staticmethod
+    def _checkpoint_loader_on(engine: Engine) -> bool:
+        """Whether a MONAI ``CheckpointLoader`` is attached to ``engine`` (at ``Events.STARTED``)."""
+        from monai.handlers import CheckpointLoader
+
+        handlers = getattr(engine, "_event_handlers", {}).get(Events.STARTED, [])
+        return any(isinstance(h[0], CheckpointLoader) for h in handlers)
 
     def attach(self, engine: Engine) -> None:
         if self.engine_key and self.engine_key not in self.save_dict:
@@ -151,6 +165,14 @@ class ResumableCheckpoint:
 
     def load(self, engine: Engine) -> None:
         if not os.path.isfile(self.path):
+            return
+        if self.start_from_loader and self._checkpoint_loader_on(engine):
+            previous = os.path.splitext(self.path)[0] + ".previous.pt"
+            os.replace(self.path, previous)
+            logger.info(
+                f"a CheckpointLoader starts this run from its weights (e.g. MONAI Label /train): {self.path} is not "
+                f"resumed; kept as {previous}"
+            )
             return
         try:
             ckpt = torch.load(self.path, map_location=self.map_location, weights_only=False)

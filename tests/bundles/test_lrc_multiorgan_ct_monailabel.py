@@ -120,6 +120,13 @@ def test_monailabel_info_infer_train(trained, ml_python, tmp_path):
         log = Path(client.log_path).read_text(errors="replace")
         assert "Total Records for Training: 1" in log and "Total Records for Validation: 1" in log
         assert "val_mean_dice" in log
+        # a second /train trains again from models/model.pt (MONAI Label adds a CheckpointLoader of it): the first
+        # run's checkpoint_last.pt is neither resumed (a finished run: nothing trained) nor refused (other labels)
+        before = _sha256(served)
+        client.train(NAME, {"max_epochs": 1, "val_split": 0.5, "pretrained": True}, timeout=900)
+        assert _sha256(served) != before
+        assert (served.parent / "checkpoint_last.previous.pt").is_file()
+        assert Path(client.log_path).read_text(errors="replace").count("val_mean_dice") > log.count("val_mean_dice")
         body, _ = client.infer(NAME, ids[1])
         out.write_bytes(body)
         assert nib.load(str(out)).shape == nib.load(str(studies / f"{ids[1]}.nii.gz")).shape

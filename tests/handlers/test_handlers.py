@@ -149,6 +149,39 @@ def test_resumable_checkpoint_refuses_another_runs_checkpoint(tmp_path):
     assert "run_fingerprint" not in torch.load(ckpt.path, weights_only=False)
 
 
+def test_resumable_checkpoint_defers_to_a_checkpoint_loader(tmp_path):
+    """MONAI Label's /train adds a CheckpointLoader of models/model.pt: a second /train on other labels trains from
+    those weights instead of resuming (or refusing) the first run's checkpoint, which is kept aside."""
+    from monai.handlers import CheckpointLoader
+
+    fp = {"datalist": "a", "items_sha256": "abc"}
+    trainer, ckpt = _trainer_with_checkpoint(tmp_path, fp)
+    trainer.run([0, 1], max_epochs=2)
+    first = torch.load(ckpt.path, weights_only=False)
+    model_pt = tmp_path / "model.pt"
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.fill_(3.0)
+    torch.save({"model": net.state_dict()}, model_pt)
+
+    other = dict(fp, datalist="b", items_sha256="def")
+    trainer, ckpt = _trainer_with_checkpoint(tmp_path, other)
+    target = ckpt.save_dict["model"]
+    CheckpointLoader(str(model_pt), {"model": target}).attach(trainer)
+    trainer.run([0, 1], max_epochs=1)
+    assert trainer.state.epoch == 1  # trained, from epoch 0: not the first run's finished state
+    assert torch.all(target.weight == 3.0)  # from model.pt
+    assert torch.load(ckpt.path, weights_only=False)["run_fingerprint"] == other
+    previous = torch.load(tmp_path / "checkpoint_last.previous.pt", weights_only=False)
+    assert previous["run_fingerprint"] == first["run_fingerprint"] == fp
+    # without the option, the refusal stands
+    trainer, ckpt = _trainer_with_checkpoint(tmp_path, fp)
+    ckpt.start_from_loader = False
+    CheckpointLoader(str(model_pt), {"model": ckpt.save_dict["model"]}).attach(trainer)
+    with pytest.raises(ValueError, match="other data"):
+        trainer.run([0, 1], max_epochs=3)
+
+
 def test_saved_files_follow_the_umask(tmp_path):
     """mkstemp makes 0600 files; checkpoints and models must get the usual mode (0666 less the umask)."""
     old = os.umask(0o022)
