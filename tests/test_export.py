@@ -131,20 +131,8 @@ def exported(request, tmp_path_factory):
 
 def test_export_layout_and_metadata(exported):
     name, src, dst, _ = exported
-    for rel in (
-        "configs/metadata.json",
-        "configs/inference.json",
-        "configs/train.json",
-        "models/model.pt",
-        "models/model.ts",
-        "large_files.yml",
-        "LICENSE",
-        "docs/README.md",
-        "docs/data_license.txt",
-        "scripts/__init__.py",
-        "scripts/monai_contrastive/networks/nets.py",
-    ):
-        assert (dst / rel).is_file(), rel
+    assert zh.missing_zoo_files(dst) == []
+    assert (dst / "scripts" / "monai_contrastive" / "networks" / "nets.py").is_file()
     assert not (dst / "scripts" / "monai_contrastive" / "cli.py").exists()
     meta = json.loads((dst / "configs" / "metadata.json").read_text())
     assert check_metadata(meta) == []
@@ -167,12 +155,7 @@ def test_export_layout_and_metadata(exported):
     assert meta["supported_apps"]
 
     # every _target_ and import of the plugin points at the bundle's scripts/
-    for f in (dst / "configs").glob("*.json"):
-        text = f.read_text()
-        assert '"monai_contrastive.' not in text, f.name
-        assert "$import monai_contrastive" not in text, f.name
-    code = "\n".join(p.read_text() for p in (dst / "scripts").rglob("*.py"))
-    assert "from monai_contrastive" not in code and "import monai_contrastive" not in code
+    assert zh.plugin_references(dst) == []
 
 
 def test_export_weights_and_zoo_sizes(exported):
@@ -293,17 +276,7 @@ def test_exported_bundle_runs_with_only_its_listed_packages(exported, tmp_path):
     """A fresh virtualenv with only the metadata's packages (no monai-contrastive) runs the exported inference, the
     zoo's checks, and predicts what the source bundle predicts on the same files."""
     name, src, dst, own = exported
-    meta = json.loads((dst / "configs" / "metadata.json").read_text())
-    python = zh.zoo_python(meta)
-    if python is None:
-        pytest.skip(zh.skip_reason(meta))
-    check = zh.run_in(python, ["-c", "import monai_contrastive"], cwd=str(tmp_path))
-    assert check.returncode != 0 and "No module named 'monai_contrastive'" in check.stderr
-    # run from a copy, as a zoo user who downloaded it (demo data regenerated there from the same seed)
-    import shutil
-
-    work = tmp_path / name
-    shutil.copytree(dst, work)
+    python, work = zh.zoo_work_copy(dst, tmp_path)
     args = ["-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--bundle_root", "."]
     args += ["--dataset_dir", str(src / "demo_data")]
     args += ["--dataloader#num_workers", "0"]
@@ -313,15 +286,7 @@ def test_exported_bundle_runs_with_only_its_listed_packages(exported, tmp_path):
     assert set(theirs) == set(own)
     for k in own:
         assert theirs[k] == pytest.approx(own[k], abs=1e-4), k
-    common = ["--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", "--bundle_root", "."]
-    res = zh.run_in(python, ["-m", "monai.bundle", "verify_net_in_out", "network_def", *common], cwd=str(work))
-    assert res.returncode == 0, res.stderr[-5000:]
-    res = zh.run_in(
-        python,
-        ["-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", "models/verify.ts", *common],
-        cwd=str(work),
-    )
-    assert res.returncode == 0, res.stderr[-5000:]
+    zh.run_zoo_ci_commands(python, work)
     assert (work / "models" / "verify.ts").stat().st_size > 1e6
 
 

@@ -117,6 +117,72 @@ def skip_reason(meta: dict) -> str:
     )
 
 
+# --------------------------------------------------------------------------------------------------- zoo checks
+
+# files every exported bundle has (zoo CI's necessary files and what our export adds)
+ZOO_FILES = (
+    "configs/metadata.json",
+    "configs/inference.json",
+    "configs/train.json",
+    "models/model.pt",
+    "models/model.ts",
+    "large_files.yml",
+    "LICENSE",
+    "docs/README.md",
+    "docs/data_license.txt",
+    "scripts/__init__.py",
+)
+
+
+def missing_zoo_files(dst: Path) -> list[str]:
+    return [rel for rel in ZOO_FILES if not (Path(dst) / rel).is_file()]
+
+
+def plugin_references(dst: Path) -> list[str]:
+    """Files of an exported bundle that still refer to the installed plugin instead of its ``scripts/`` copy."""
+    bad = []
+    for f in sorted((Path(dst) / "configs").glob("*.json")):
+        text = f.read_text()
+        if '"monai_contrastive.' in text or "$import monai_contrastive" in text:
+            bad.append(f"configs/{f.name}")
+    for f in sorted((Path(dst) / "scripts").rglob("*.py")):
+        text = f.read_text()
+        if "from monai_contrastive" in text or "import monai_contrastive" in text:
+            bad.append(str(f.relative_to(dst)))
+    return bad
+
+
+def zoo_work_copy(dst: Path, tmp_path: Path) -> tuple[str, Path]:
+    """``(python, folder)``: the virtualenv with only the packages the exported bundle's metadata lists (the calling
+    test skips when there is none; the plugin must not import there) and a copy of the exported bundle to run in, as
+    a zoo user who downloaded it has."""
+    import pytest
+
+    meta = json.loads((Path(dst) / "configs" / "metadata.json").read_text())
+    python = zoo_python(meta)
+    if python is None:
+        pytest.skip(skip_reason(meta))
+    check = run_in(python, ["-c", "import monai_contrastive"], cwd=str(tmp_path))
+    assert check.returncode != 0 and "No module named 'monai_contrastive'" in check.stderr
+    work = Path(tmp_path) / Path(dst).name
+    shutil.copytree(dst, work)
+    return python, work
+
+
+def run_zoo_ci_commands(python: str, work: Path) -> None:
+    """``verify_net_in_out`` and ``ckpt_export`` of ``network_def`` as zoo CI runs them (defaults: n = 1, no
+    ``key_in_ckpt``), in the bundle folder ``work`` with ``python``; ``models/verify.ts`` must load."""
+    import torch
+
+    common = ["--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json", "--bundle_root", "."]
+    res = run_in(python, ["-m", "monai.bundle", "verify_net_in_out", "network_def", *common], cwd=str(work))
+    assert res.returncode == 0, res.stderr[-5000:]
+    args = ["-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", "models/verify.ts", *common]
+    res = run_in(python, args, cwd=str(work))
+    assert res.returncode == 0, res.stderr[-5000:]
+    assert torch.jit.load(str(Path(work) / "models" / "verify.ts")) is not None
+
+
 # --------------------------------------------------------------------------------------------------- tiny bundles
 
 BUNDLES_DIR = REPO_ROOT / "bundles"

@@ -99,11 +99,12 @@ def test_train_resume_evaluate_infer(bundle, workflow, tmp_path):
 
 
 def test_verify_net_in_out(bundle):
+    """As zoo CI runs it (n=1): the metadata's 32*n keeps the bottleneck's instance norm above 1 x 1."""
     verify_net_in_out(
         net_id="network_def",
         meta_file=os.path.join(bundle, "configs", "metadata.json"),
         config_file=os.path.join(bundle, "configs", "inference.json"),
-        n=2,
+        n=1,
         device="cpu",
         bundle_root=bundle,
     )
