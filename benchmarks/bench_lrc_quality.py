@@ -346,8 +346,10 @@ def main() -> None:
     ap.add_argument(
         "--parallel", type=int, default=1, help="runs at a time (pretraining: LRC and MoCo; fine-tuning: inits)"
     )
-    ap.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (smoke tests only)")
-    ap.add_argument("--pretrain-epochs", type=int, default=None, help="pretraining epochs (smoke tests only)")
+    ap.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: demo.json's 40)")
+    ap.add_argument(
+        "--pretrain-epochs", type=int, default=None, help="pretraining epochs (default: demo_pretrain.json's)"
+    )
     ap.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "monai_contrastive_bench_lrc_quality"))
     ap.add_argument("--demo-dir", default=None)
     ap.add_argument("--report-only", action="store_true")

@@ -46,8 +46,8 @@ MONAILABEL_PINS = (f"monailabel=={MONAILABEL_VERSION}", "pydicom<3", "dicomweb-c
 STAMP_NAME = ".monai_contrastive_stamp.json"
 INSTALL_LOG_NAME = "monai_contrastive_install.log"
 PIP_TIMEOUT = 3600
-# disk the MONAI Label virtualenv takes beside the hard-linked torch (3.0 GB seen: monailabel, mlflow, sam2, ...)
-MONAILABEL_VENV_GB = 4.0
+# disk the MONAI Label virtualenv takes beside the hard-linked torch (1.5 GB seen: monailabel, mlflow, sam2, ...)
+MONAILABEL_VENV_GB = 2.5
 
 # MONAI Label settings for a quiet, offline, local server (environment variables read by monailabel.config).
 SERVER_ENV = {
@@ -193,30 +193,25 @@ def link_distribution(dist: importlib_metadata.Distribution, site_packages: Path
     return n
 
 
-def link_torch_from_here(python: Path, log: Path, version: str | None = None, torchvision: bool = False) -> dict:
-    """Hard-link this interpreter's torch (and, with ``torchvision``, torchvision) and their requirements into a venv.
+def link_from_here(python: Path, log: Path, packages: dict[str, str | None]) -> dict:
+    """Hard-link this interpreter's installed ``packages`` (``{name: version or None}``) and their requirements into
+    ``python``'s virtualenv.
 
-    The CUDA build of torch with its NVIDIA libraries is over 5 GB; a second copy per test virtualenv filled CI's disk.
-    The linked files are those pip installed here, with their ``.dist-info``, so pip in the new virtualenv counts them
-    as installed and does not download them again. Nothing is linked when torch is not installed here or differs from
-    ``version``. Returns ``{distribution: files linked}``.
+    PyPI's torch (the CUDA build, with its NVIDIA libraries) is over 5 GB and itk 1.5 GB; a copy of each per test
+    virtualenv filled CI's disk. The linked files are the ones pip installed here, with their ``.dist-info``, so pip in
+    the new virtualenv counts them as installed and downloads nothing for them; what pip then installs and
+    ``pip check`` still decide whether the set is consistent. A package is skipped when it is not installed here or
+    its version differs from the one asked for. Returns ``{distribution: files linked}``.
     """
-    try:
-        here = importlib_metadata.version("torch")
-    except importlib_metadata.PackageNotFoundError:
-        return {}
-    if version is not None and here != version:
-        return {}
     site = _site_packages(python)
-    roots = ["torch"]
-    if torchvision:
-        try:
-            importlib_metadata.version("torchvision")
-            roots.append("torchvision")
-        except importlib_metadata.PackageNotFoundError:
-            pass
     linked: dict = {}
-    for root in roots:
+    for root, version in packages.items():
+        try:
+            here = importlib_metadata.version(root)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+        if version is not None and here != version:
+            continue
         for dist in requirement_closure(root):
             name = dist.metadata["Name"]
             if name not in linked:
@@ -266,7 +261,7 @@ def install_monailabel_venv(venv: Path | None = None) -> Path:
             stamp = {}
             _run_logged([sys.executable, "-m", "venv", str(venv)], log)
         if stamp.get("pins") != wanted["pins"]:
-            link_torch_from_here(python, log, torchvision=True)  # sam2 needs torchvision
+            link_from_here(python, log, {"torch": None, "torchvision": None, "itk": None})  # sam2: torchvision
             _run_logged([str(python), "-m", "pip", "install", *MONAILABEL_PINS], log)
             stamp = {"pins": wanted["pins"]}
             _write_stamp(venv, stamp)

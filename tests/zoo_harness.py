@@ -6,11 +6,12 @@
 ``$MONAI_CONTRASTIVE_ZOO_VENVS/<hash>``) and reused after; otherwise an existing one is used and the tests skip when
 there is none.
 
-torch is the one package not downloaded: its wheels (with their CUDA libraries) are gigabytes, so when the running
-interpreter has exactly ``torch==<pytorch_version>`` the files of that distribution and of its requirements are
-hard-linked into the new virtualenv (the same files pip installed here, with their ``.dist-info``, so pip counts them
-as installed); everything else comes from the package index with ``pip install``. Set
-``MONAI_CONTRASTIVE_ZOO_TORCH_FROM_INDEX=1`` to download torch too.
+torch and itk are not downloaded: their wheels are gigabytes (torch with its CUDA libraries over 5 GB, itk 1.5 GB),
+so when the running interpreter has exactly the pinned version, the files of that distribution and of its
+requirements are hard-linked into the new virtualenv (the same files pip installed here, with their ``.dist-info``,
+so pip counts them as installed; see :func:`tests.monailabel_harness.link_from_here`); everything else comes from
+the package index with ``pip install``, and ``pip check`` must pass. Set ``MONAI_CONTRASTIVE_ZOO_TORCH_FROM_INDEX=1``
+to download them too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .monailabel_harness import _install_lock, _run_logged, _tail, check_free_disk, link_torch_from_here
+from .monailabel_harness import _install_lock, _run_logged, _tail, check_free_disk, link_from_here
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL_ENV = "MONAI_CONTRASTIVE_ZOO_INSTALL"
@@ -31,7 +32,7 @@ VENVS_ENV = "MONAI_CONTRASTIVE_ZOO_VENVS"
 TORCH_FROM_INDEX_ENV = "MONAI_CONTRASTIVE_ZOO_TORCH_FROM_INDEX"
 STAMP_NAME = ".monai_contrastive_zoo_stamp.json"
 # disk a zoo virtualenv takes beside the hard-linked torch (monai, itk, opencv, ...), with a margin
-ZOO_VENV_GB = 2.5
+ZOO_VENV_GB = 1.5
 
 
 def install_allowed() -> bool:
@@ -79,7 +80,11 @@ def zoo_python(meta: dict) -> str | None:
         pins = pinned_packages(meta)
         torch_pin = f"torch=={meta['pytorch_version']}"
         if os.environ.get(TORCH_FROM_INDEX_ENV, "") != "1":
-            link_torch_from_here(python, log, meta["pytorch_version"])
+            # torch and itk (the two heavy ones) as pip installed them here, when the pinned versions match
+            heavy = {"torch": meta["pytorch_version"]}
+            if "itk" in meta.get("required_packages_version", {}):
+                heavy["itk"] = meta["required_packages_version"]["itk"]
+            link_from_here(python, log, heavy)
         _run_logged([str(python), "-m", "pip", "install", "--disable-pip-version-check", *pins], log)
         check = subprocess.run(
             [str(python), "-m", "pip", "check"], capture_output=True, text=True, env=_clean_env(python)
