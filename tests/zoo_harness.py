@@ -31,7 +31,7 @@ INSTALL_ENV = "MONAI_CONTRASTIVE_ZOO_INSTALL"
 VENVS_ENV = "MONAI_CONTRASTIVE_ZOO_VENVS"
 TORCH_FROM_INDEX_ENV = "MONAI_CONTRASTIVE_ZOO_TORCH_FROM_INDEX"
 STAMP_NAME = ".monai_contrastive_zoo_stamp.json"
-# disk a zoo virtualenv takes beside the hard-linked torch (monai, itk, opencv, ...), with a margin
+# disk a zoo virtualenv takes beside the hard-linked torch and itk (monai, scipy, opencv, ...), with a margin
 ZOO_VENV_GB = 1.5
 
 

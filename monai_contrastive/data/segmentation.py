@@ -98,20 +98,24 @@ def take_items(items: Sequence[dict], n: int | str | None, seed: int = 0, what: 
 
 def load_image_items(datalist: str, splits: Sequence[str] | str = ("unlabelled", "training")) -> list[dict]:
     """The images (no labels) of one or more lists of a datalist, for self-supervised pretraining: ``[{"image":
-    path, "case": ..., "phase": ...}]``, each file checked; lists missing from the datalist are skipped with the
-    others read, but at least one must exist.
+    path, "case": ..., "phase": ...}]``, each file checked; lists missing from the datalist or empty (e.g. a
+    pretraining set with no labelled ``training`` cases) are skipped, but at least one image must be listed.
 
     Raises:
-        KeyError: none of ``splits`` is in the datalist.
+        KeyError: none of ``splits`` is in the datalist with an image.
     """
     splits = [splits] if isinstance(splits, str) else list(splits)
     if not os.path.isfile(datalist):
         raise FileNotFoundError(f"datalist {datalist!r} not found.")
     with open(datalist) as f:
         raw = json.load(f)
-    present = [s for s in splits if isinstance(raw.get(s), list)]
+    present = [s for s in splits if isinstance(raw.get(s), list) and raw[s]]
     if not present:
-        raise KeyError(f"datalist {datalist!r} has none of the lists {splits} to pretrain on.")
+        found = {s: len(raw[s]) for s in splits if isinstance(raw.get(s), list)}
+        raise KeyError(
+            f"datalist {datalist!r} has no images in the lists {splits} to pretrain on"
+            + (f" (empty: {sorted(found)})." if found else ".")
+        )
     out = []
     for split in present:
         for item in load_segmentation_datalist(datalist, split, require_label=False, keys=("image",)):

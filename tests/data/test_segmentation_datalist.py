@@ -1,0 +1,72 @@
+"""Segmentation datalists: the checked lists of the fine-tuning and the image pool of self-supervised pretraining."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from monai_contrastive.data import load_image_items, load_segmentation_datalist, take_items
+
+
+def _datalist(tmp_path, lists: dict) -> str:
+    for items in lists.values():
+        for item in items:
+            for k in ("image", "label"):
+                if k in item and not item[k].startswith("missing"):
+                    (tmp_path / item[k]).write_bytes(b"x")
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps(lists))
+    return str(path)
+
+
+def test_pretraining_pool_skips_missing_and_empty_lists(tmp_path):
+    """An unlabelled-only pretraining set (empty or absent 'training') is a pool; the empty list is not an error."""
+    dl = _datalist(tmp_path, {"unlabelled": [{"image": "u0.nii.gz"}, {"image": "u1.nii.gz"}], "training": []})
+    items = load_image_items(dl)
+    assert [i["image"] for i in items] == [str(tmp_path / "u0.nii.gz"), str(tmp_path / "u1.nii.gz")]
+    dl = _datalist(tmp_path, {"unlabelled": [{"image": "u0.nii.gz"}]})
+    assert len(load_image_items(dl)) == 1
+    # the labelled training images join the pool, labels unused
+    dl = _datalist(
+        tmp_path, {"unlabelled": [{"image": "u0.nii.gz"}], "training": [{"image": "t0.nii.gz", "label": "l0.nii.gz"}]}
+    )
+    assert [i["image"] for i in load_image_items(dl)] == [str(tmp_path / "u0.nii.gz"), str(tmp_path / "t0.nii.gz")]
+    assert all("label" not in i for i in load_image_items(dl))
+
+
+def test_pretraining_pool_errors_name_the_problem(tmp_path):
+    dl = _datalist(tmp_path, {"unlabelled": [], "training": []})
+    with pytest.raises(KeyError, match=r"no images in the lists .* \(empty: \['training', 'unlabelled'\]\)"):
+        load_image_items(dl)
+    dl = _datalist(tmp_path, {"validation": [{"image": "v.nii.gz", "label": "vl.nii.gz"}]})
+    with pytest.raises(KeyError, match="no images in the lists"):
+        load_image_items(dl)
+    dl = _datalist(tmp_path, {"unlabelled": [{"image": "u0.nii.gz"}, {"image": "missing.nii.gz"}]})
+    with pytest.raises(FileNotFoundError, match=r"unlabelled\[1\] 'image': file .*missing.nii.gz"):
+        load_image_items(dl)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_image_items(str(tmp_path / "nope.json"))
+
+
+def test_labelled_lists_are_strict(tmp_path):
+    """Fine-tuning and evaluation lists must exist, be non-empty and carry labels."""
+    dl = _datalist(tmp_path, {"training": [], "validation": [{"image": "v.nii.gz"}]})
+    with pytest.raises(ValueError, match="'training' list is empty"):
+        load_segmentation_datalist(dl, "training")
+    with pytest.raises(ValueError, match=r"validation\[0\]: no \['label'\]"):
+        load_segmentation_datalist(dl, "validation")
+    with pytest.raises(KeyError, match=r"no 'testing' list \(lists: \['training', 'validation'\]\)"):
+        load_segmentation_datalist(dl, "testing")
+    assert len(load_segmentation_datalist(dl, "validation", require_label=False, keys=("image",))) == 1
+
+
+def test_take_items_nested_subsets():
+    items = [{"i": i} for i in range(20)]
+    ten, five = take_items(items, 10, seed=3), take_items(items, 5, seed=3)
+    assert five == ten[:5] and len({d["i"] for d in ten}) == 10
+    assert take_items(items, None) == items and take_items(items, "all") == items
+    with pytest.raises(ValueError, match="asked for 21 training volumes, but the datalist has 20"):
+        take_items(items, 21)
+    with pytest.raises(ValueError, match="whole number"):
+        take_items(items, 2.5)
