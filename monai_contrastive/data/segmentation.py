@@ -13,7 +13,7 @@ from monai.data import load_decathlon_datalist
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "load_segmentation_datalist", "take_items"]
 
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
-"""Volume files :func:`list_images` picks up (MONAI ``LoadImaged`` reads them with nibabel or ITK)."""
+"""Volume files :func:`list_images` picks up (MONAI ``LoadImage`` reads them with nibabel or ITK)."""
 
 
 def load_segmentation_datalist(
@@ -57,23 +57,43 @@ def load_segmentation_datalist(
     return items
 
 
+def _holds_dicom(folder: str) -> bool:
+    from monai_contrastive.transforms.array import is_dicom_file
+
+    return any(
+        is_dicom_file(os.path.join(folder, f)) for f in os.listdir(folder) if os.path.isfile(os.path.join(folder, f))
+    )
+
+
 def list_images(folder: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[str]:
-    """The volume files in ``folder`` (sorted), e.g. the input of a bundle's inference.
+    """The volumes in ``folder`` (sorted), e.g. the input of a bundle's inference: files with one of ``extensions``
+    and DICOM series, i.e. subfolders holding DICOM files (``.dcm``, or the ``DICM`` marker of suffix-less PACS
+    exports), each one volume that ``LoadImage`` reads through ITK. A ``folder`` that holds only DICOM files is itself
+    one series.
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
-        ValueError: it holds no file with one of ``extensions``.
+        ValueError: it holds no volume file and no DICOM series.
     """
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"input folder {folder!r} not found.")
-    files = sorted(
+    entries = sorted(os.listdir(folder))
+    files = [
         os.path.join(folder, f)
-        for f in os.listdir(folder)
+        for f in entries
         if f.lower().endswith(tuple(extensions)) and os.path.isfile(os.path.join(folder, f))
-    )
-    if not files:
-        raise ValueError(f"input folder {folder!r} holds no volume ({', '.join(extensions)}).")
-    return files
+    ]
+    series = [os.path.join(folder, f) for f in entries if os.path.isdir(os.path.join(folder, f))]
+    series = [d for d in series if _holds_dicom(d)]
+    volumes = sorted(files + series)
+    if not volumes and _holds_dicom(folder):
+        return [folder]
+    if not volumes:
+        raise ValueError(
+            f"input folder {folder!r} holds no volume ({', '.join(extensions)}) and no DICOM series (a subfolder of"
+            " DICOM files)."
+        )
+    return volumes
 
 
 def take_items(items: Sequence[dict], n: int | str | None, seed: int = 0, what: str = "training volumes") -> list[dict]:

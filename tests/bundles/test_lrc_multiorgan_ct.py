@@ -171,3 +171,37 @@ def test_every_config_loads_volumes_with_named_errors(bundle):
         loaders[os.path.basename(path)] = text.count("monai_contrastive.transforms.ct.LoadVolumed")
     for name in ("train.json", "inference.json", "pretrain_lrc.json", "pretrain_moco.json"):
         assert loaders[name] >= 1, loaders
+
+
+def test_dicom_series_input_gives_the_nifti_prediction(workflow, tmp_path):
+    """A 12-bit DICOM CT series (suffix-less files, RescaleIntercept) in the input folder is one volume; its label
+    map, written in the series' own voxel order, equals the prediction on the same volume as NIfTI, in world space."""
+    from ..helpers import write_ct_dicom_series
+
+    root = tmp_path / "lrc_multiorgan_ct"
+    shutil.copytree(BUNDLE, root, ignore=shutil.ignore_patterns("models", "eval", "runs", "demo_data"))
+    (root / "models").mkdir()
+    torch.manual_seed(0)
+    torch.save(GlobalLocalUNet(2, 1, 14).state_dict(), root / "models" / "model.pt")
+    affine = np.array([[-0.8, 0, 0, 20.0], [0, -0.8, 0, 30.0], [0, 0, 2.5, -100.0], [0, 0, 0, 1]])
+    hu = np.full((48, 40, 10), -1000, np.int16)
+    hu[6:42, 5:35] = 30
+    hu[10:24, 10:22, 2:8] = 150
+    hu[28:38, 20:30, 1:9] = 60
+    nii, dcm = tmp_path / "in_nii", tmp_path / "in_dcm"
+    nii.mkdir()
+    _write(nii / "case.nii.gz", hu, affine)
+    write_ct_dicom_series(str(nii / "case.nii.gz"), str(dcm / "CASE_SERIES"))
+    preds = {}
+    for name, folder in (("nii", nii), ("dcm", dcm)):
+        out = tmp_path / f"out_{name}"
+        wf = workflow(str(root), ["inference.json"], "infer", **INFER, input_dir=str(folder), output_dir=str(out))
+        wf.run()
+        wf.finalize()
+        files = sorted(out.glob("*_seg.nii.gz"))
+        assert [f.name for f in files] == [("case" if name == "nii" else "CASE_SERIES") + "_seg.nii.gz"]
+        preds[name] = nib.as_closest_canonical(nib.load(str(files[0])))
+    np.testing.assert_allclose(preds["nii"].affine, preds["dcm"].affine, atol=1e-3)
+    a, b = np.asarray(preds["nii"].dataobj), np.asarray(preds["dcm"].dataobj)
+    assert a.shape == b.shape and len(np.unique(a)) > 1
+    assert (a == b).mean() > 0.999

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from monai_contrastive.data import load_image_items, load_segmentation_datalist, take_items
+from monai_contrastive.data import list_images, load_image_items, load_segmentation_datalist, take_items
 
 
 def _datalist(tmp_path, lists: dict) -> str:
@@ -70,3 +70,30 @@ def test_take_items_nested_subsets():
         take_items(items, 21)
     with pytest.raises(ValueError, match="whole number"):
         take_items(items, 2.5)
+
+
+def test_list_images_finds_files_and_dicom_series(tmp_path):
+    """Volume files and DICOM series (subfolders of DICOM files, suffix-less PACS files found by their DICM marker)."""
+    import nibabel as nib
+    import numpy as np
+
+    from ..helpers import write_ct_dicom_series
+
+    vol = tmp_path / "src" / "ct.nii.gz"
+    vol.parent.mkdir()
+    hu = np.full((8, 8, 3), -1000, np.int16)
+    hu[2:6, 2:6] = 40
+    nib.save(nib.Nifti1Image(hu, np.diag([0.8, 0.8, 2.5, 1])), str(vol))
+    inputs = tmp_path / "in"
+    write_ct_dicom_series(str(vol), str(inputs / "series_b"))
+    (inputs / "notes").mkdir()
+    (inputs / "notes" / "readme.txt").write_text("not DICOM")
+    (inputs / "a.nii.gz").write_bytes(vol.read_bytes())
+    (inputs / "b.txt").write_text("ignored")
+    assert list_images(str(inputs)) == [str(inputs / "a.nii.gz"), str(inputs / "series_b")]
+    # a folder of DICOM files is itself one series
+    assert list_images(str(inputs / "series_b")) == [str(inputs / "series_b")]
+    with pytest.raises(ValueError, match="no volume .* and no DICOM series"):
+        list_images(str(inputs / "notes"))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        list_images(str(tmp_path / "nope"))

@@ -27,16 +27,11 @@ def _film() -> np.ndarray:
 def write_dicom(path, stored: np.ndarray, photometric="MONOCHROME2", bits=12, slope=None, intercept=None) -> None:
     """A single-frame DX DICOM as modalities write it (pydicom, explicit VR little endian)."""
     pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import DigitalXRayImageStorageForPresentation
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    from ..helpers import new_dicom_dataset
+
+    ds = new_dicom_dataset(DigitalXRayImageStorageForPresentation)
     ds.Modality, ds.PatientID = "DX", "P0001"
     ds.Rows, ds.Columns = stored.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
