@@ -56,13 +56,20 @@ def transform_settings_hash(transforms: Sequence) -> bytes:
 
 def item_file_hash(item: Any) -> bytes:
     """Hash of a data item and of the size and modification time of the files it names: for
-    ``PersistentDataset(hash_func=...)``, so that a replaced file at the same path is processed again."""
+    ``PersistentDataset(hash_func=...)``, so that a replaced file at the same path is processed again. A folder (a
+    DICOM series) counts by the files in it, so a slice replaced, added or removed is noticed too."""
     files = {}
 
     def visit(v):
         if isinstance(v, str) and os.path.isfile(v):
             st = os.stat(v)
             files[v] = [st.st_size, st.st_mtime_ns]
+        elif isinstance(v, str) and os.path.isdir(v):
+            for name in sorted(os.listdir(v)):
+                f = os.path.join(v, name)
+                if os.path.isfile(f):
+                    st = os.stat(f)
+                    files[f] = [st.st_size, st.st_mtime_ns]
         elif isinstance(v, Mapping):
             for x in v.values():
                 visit(x)

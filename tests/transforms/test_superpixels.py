@@ -169,3 +169,27 @@ def test_file_digest_follows_content_not_mtime(tmp_path):
     p.write_bytes(b"abd")
     assert file_digest([str(p), ""]) != first
     assert file_digest(str(tmp_path / "missing.pt")) == ""
+
+
+def test_item_hash_follows_files_and_dicom_series_folders(tmp_path):
+    """The cache key changes when a named file is replaced, and when a slice of a DICOM series folder is replaced,
+    added or removed; it does not change otherwise."""
+    vol = tmp_path / "ct.nii.gz"
+    vol.write_bytes(b"a")
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "IM0001").write_bytes(b"slice1")
+    (series / "IM0002").write_bytes(b"slice2")
+    item = {"image": str(series), "other": str(vol)}
+    first = item_file_hash(item)
+    assert item_file_hash(dict(item)) == first
+    os.utime(series / "IM0002", ns=(1, 1))  # a slice rewritten (mtime differs)
+    second = item_file_hash(item)
+    assert second != first
+    (series / "IM0003").write_bytes(b"slice3")
+    third = item_file_hash(item)
+    assert third not in (first, second)
+    (series / "IM0003").unlink()
+    assert item_file_hash(item) == second
+    vol.write_bytes(b"bb")
+    assert item_file_hash(item) != second
