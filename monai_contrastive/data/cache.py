@@ -60,16 +60,17 @@ def item_file_hash(item: Any) -> bytes:
     DICOM series) counts by the files in it, so a slice replaced, added or removed is noticed too."""
     files = {}
 
+    def stat(path: str) -> None:
+        st = os.stat(path)
+        files[path] = [st.st_size, st.st_mtime_ns]
+
     def visit(v):
         if isinstance(v, str) and os.path.isfile(v):
-            st = os.stat(v)
-            files[v] = [st.st_size, st.st_mtime_ns]
+            stat(v)
         elif isinstance(v, str) and os.path.isdir(v):
-            for name in sorted(os.listdir(v)):
-                f = os.path.join(v, name)
+            for f in sorted(os.path.join(v, name) for name in os.listdir(v)):
                 if os.path.isfile(f):
-                    st = os.stat(f)
-                    files[f] = [st.st_size, st.st_mtime_ns]
+                    stat(f)
         elif isinstance(v, Mapping):
             for x in v.values():
                 visit(x)
