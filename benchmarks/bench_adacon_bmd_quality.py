@@ -133,6 +133,7 @@ def run_one(variant: str, seed: int, args, work_dir: str) -> dict | None:
     overrides = {
         "seed": seed,
         "fold": seed % 4,
+        "fold_seed": seed // 4,  # seeds 4-7 use another patient shuffle: no two seeds share a train/validation split
         "num_workers": args.workers,
         "demo_dir": args.demo_dir,
         "train#log_handlers#0": {"_target_": "monai.handlers.StatsHandler", "iteration_log": False},
@@ -162,6 +163,7 @@ def run_one(variant: str, seed: int, args, work_dir: str) -> dict | None:
     with open(result) as f:
         m = json.load(f)
     m["seconds"] = time.time() - t0
+    m["fold"], m["fold_seed"] = overrides["fold"], overrides["fold_seed"]
     m["load_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     with open(result, "w") as f:
         json.dump(m, f)
@@ -181,6 +183,11 @@ def _fmt_p(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and x != x) else f"{x:.3f}"
 
 
+def _load_range(results: dict[str, dict[int, dict]]) -> str:
+    loads = [r["load_after"] for runs in results.values() for r in runs.values() if r.get("load_after") is not None]
+    return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
+
+
 def _mean_predictor(args) -> dict | None:
     """Test MAE / RMSE / R² of the constant prediction "mean training label" (the floor any model must beat)."""
     from monai_contrastive.data import load_regression_datalist
@@ -194,12 +201,35 @@ def _mean_predictor(args) -> dict | None:
     return regression_metrics([sum(train) / len(train)] * len(test), test) | {"n": len(test)}
 
 
+def _reading(results: dict[str, dict[int, dict]], base_runs: dict[int, dict]) -> list[str]:
+    """One line per method from its paired test-MAE differences against the plain L1 loss."""
+    out = []
+    for variant, runs in results.items():
+        if variant == BASE or not base_runs:
+            continue
+        ps = paired_summary({s: r["mae"] for s, r in base_runs.items()}, {s: r["mae"] for s, r in runs.items()})
+        if not ps["n"]:
+            continue
+        p = ps.get("wilcoxon_p")
+        significant = p is not None and p < 0.05
+        verdict = (
+            ("lower" if ps["mean"] < 0 else "higher") + f" test MAE than {BASE}, significant at 0.05"
+            if significant
+            else f"not distinguishable from {BASE} at 0.05"
+        )
+        out.append(
+            f"- {variant}: ΔMAE {ps['mean']:+.4f} ± {ps['std']:.4f} g/cm² over {ps['n']} paired seeds, lower in "
+            f"{ps['lower_in']} of {ps['n']}, Wilcoxon p {_fmt_p(p)}: {verdict}."
+        )
+    return out
+
+
 def write_report(results: dict[str, dict[int, dict]], args, started: float, final: bool) -> None:
     """``results[variant][seed]`` = the run's metrics; rewrites ``args.out`` (markdown) and ``<out>_runs.json``."""
     with open(os.path.join(BUNDLE, "configs", "demo.json")) as f:
         demo = json.load(f)
     demo.update(json.loads(args.overrides))
-    for k in ("_comment", "run#1"):
+    for k in ("_comment", "run#1", "run#2", "test_items", "demo_r2_target", "inference_overrides"):
         demo.pop(k, None)
     done = [set(r) for r in results.values() if r]
     complete = sorted(set.intersection(*done)) if done and len(done) == len(results) else []
@@ -214,16 +244,31 @@ def write_report(results: dict[str, dict[int, dict]], args, started: float, fina
         f"- status: {status}; wall time of the finished runs, summed: "
         f"{sum(r.get('seconds', 0) for rs in results.values() for r in rs.values()) / 60:.0f} min "
         "(several runs ran side by side)",
-        f"- date: {datetime.date.today()}; machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU "
-        f"cores, GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}; {machine_load()} "
-        "(the 2 cores were shared with other jobs: minutes/run are under load, not idle timings)",
+        (
+            f"- date: {datetime.date.today()}; machine: {platform.processor() or platform.machine()}, {os.cpu_count()} "
+            f"CPU cores, GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}; "
+            f"{machine_load()} (the 2 cores were shared with other jobs: minutes/run are under load, not idle timings)"
+            if not getattr(args, "from_runs_json", None)
+            else "- runs: 1-min load average after each run "
+            + _load_range(results)
+            + " (the 2 cores were shared with other jobs: minutes/run are under load, not idle timings)"
+        ),
         f"- python {platform.python_version()}, torch {torch.__version__}, monai {__import__('monai').__version__}",
         f"- command: `python benchmarks/bench_adacon_bmd_quality.py {' '.join(sys.argv[1:])}`",
         f"- {args.threads} torch thread(s) per run, runs one after another in this process",
+        *(
+            [
+                f"- this report was rewritten on {datetime.date.today()} from `{os.path.relpath(args.from_runs_json, ROOT)}` "
+                "(no run made now: the machine, load and minutes above and below are those of the original runs, "
+                "see `git log` of that file)"
+            ]
+            if getattr(args, "from_runs_json", None)
+            else []
+        ),
         "- setting: the bundle's `train.json` + `demo.json` (the demo's backbone and budget) with: "
         + ", ".join(f"`{k}`={json.dumps(v)}" for k, v in demo.items())
-        + "; L1 loss, gamma_con 0.005, s = 150 (paper); seed s trains fold s mod 4 with the same seed for every "
-        "method (paired); best checkpoint by validation MAE on the held-out fold; **metrics on the separate test "
+        + "; L1 loss, gamma_con 0.005, s = 150 (paper); seed s trains fold s mod 4 of the patient shuffle `fold_seed` = s div 4 "
+        "(distinct train/validation splits for every seed) with the same seed for every method (paired); best checkpoint by validation MAE on the held-out fold; **metrics on the separate test "
         "patients** (never trained on or used for selection). Two-stage: contrastive-only pretraining for half the "
         f"iterations, then L1 fine-tuning (lr {args.finetune_lr:g}) for the other half.",
         "",
@@ -318,10 +363,15 @@ def write_report(results: dict[str, dict[int, dict]], args, started: float, fina
                 for s, r in sorted(runs.items())
             )
         )
-    reading = os.path.join(HERE, "results", "adacon_bmd_quality_reading.md")
-    if os.path.isfile(reading) and os.path.abspath(args.out) == os.path.join(HERE, "results", "adacon_bmd_quality.md"):
-        with open(reading) as f:
-            lines += ["", f.read().strip()]
+    shared = sorted({s for runs in results.values() for s, r in runs.items() if s >= 4 and "fold_seed" not in r})
+    if shared:
+        lines += [
+            "",
+            f"**Caveat:** seeds {shared} ran before each seed had its own patient shuffle: seed s used fold s mod 4 of "
+            "shuffle 0, the same train/validation split as seed s - 4 (different initialisation and augmentation "
+            "draws only). Re-run them to make every seed's split distinct.",
+        ]
+    lines += ["", "## Reading (written by this script from the tables above)", ""] + _reading(results, base_runs)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -341,6 +391,11 @@ def main() -> None:
     ap.add_argument("--work-dir", default=os.path.join(ROOT, ".cache", "bench_bmd_quality"))
     ap.add_argument("--demo-dir", default=os.path.join(ROOT, ".cache", "bmd_demo_data"))
     ap.add_argument("--report-only", action="store_true", help="aggregate the finished runs in --work-dir, run none")
+    ap.add_argument(
+        "--from-runs-json",
+        default=None,
+        help="with --report-only: rewrite the report from a committed <out>_runs.json instead of --work-dir",
+    )
     ap.add_argument("--out", default=os.path.join(HERE, "results", "adacon_bmd_quality.md"))
     args = ap.parse_args()
     if args.finetune_lr is None:
@@ -356,6 +411,11 @@ def main() -> None:
                 run_one(variant, seed, args, args.work_dir)
                 write_report(_finished(args), args, started, final=False)
     results = _finished(args)
+    if args.report_only and args.from_runs_json:
+        with open(args.from_runs_json) as f:
+            results = {
+                v: {int(s): r for s, r in runs.items()} for v, runs in json.load(f).items() if v in args.variants
+            }
     write_report(results, args, started, final=all(set(args.seeds) <= set(r) for r in results.values()))
 
 

@@ -2,7 +2,9 @@
 
 Every step runs the bundle's own configs in a subprocess on a copy of the bundle in ``--work-dir``:
 
-1. pretraining, once per pretraining seed (default 0): ``pretrain_lrc.json + demo_pretrain.json`` and
+1. pretraining, once per seed (pretraining seed = fine-tuning seed, so that a paired comparison sees the
+   pretraining's randomness too; ``--pretrain-seeds`` shares fewer pretrainings between seeds, labelled so in the
+   report): ``pretrain_lrc.json + demo_pretrain.json`` and
    ``pretrain_moco.json + demo_pretrain.json`` on the unlabelled pool and the training images (labels unused), then
    ``pretrain_lrc.json + demo_pretrain.json + evaluate_lrc.json`` (Table 4.1: k-means on the LRC pixel embeddings
    of 10 held-out slices from each of the 5 validation volumes vs their superpixels, AMI/ARI, LRC vs random init.);
@@ -228,6 +230,44 @@ def _wilcoxon(diffs: list[float]) -> str:
         return "n/a"
 
 
+def _reading(runs: dict, rand: dict) -> list[str]:
+    """One sentence per pretrained init, from the paired per-seed differences of test mean Dice against random."""
+    out = []
+    for init in INITS:
+        if init == "random":
+            continue
+        pairs = [
+            (r["overall"]["dice"]["mean"], rand[r["seed"]]["overall"]["dice"]["mean"])
+            for r in runs.get(init, [])
+            if r["seed"] in rand
+        ]
+        if not pairs:
+            continue
+        diffs = [a - b for a, b in pairs]
+        better = sum(d > 0 for d in diffs)
+        mean = sum(diffs) / len(diffs)
+        p = _wilcoxon(diffs)
+        try:
+            significant = float(p) < 0.05
+        except ValueError:
+            significant = False
+        verdict = (
+            ("better than" if mean > 0 else "worse than") + " random init., significant at 0.05"
+            if significant
+            else "not distinguishable from random init. at 0.05"
+        )
+        out.append(
+            f"- {LABELS[init]}: paired Δ test mean Dice {mean:+.3f} over {len(diffs)} seeds, higher in {better} of "
+            f"{len(diffs)}, Wilcoxon p = {p}: {verdict}."
+        )
+    if len(next(iter(runs.values()), [])) <= 5:
+        out.append(
+            "- With n ≤ 5 paired seeds the smallest two-sided exact Wilcoxon p is 2 / 2^n (0.0625 for 5): no "
+            "difference can reach 0.05 whatever the data; the per-seed signs say more."
+        )
+    return out
+
+
 def _demo_pretrain_epochs() -> int:
     with open(os.path.join(BUNDLE, "configs", "demo_pretrain.json")) as f:
         return int(json.load(f)["epochs"])
@@ -245,7 +285,15 @@ def write_report(pre: list[dict], runs: dict, args, command: str) -> str:
     lines = [
         "# lrc_multiorgan_ct: LRC + MoCo pretraining vs random initialisation (synthetic CT, demo scale)",
         "",
-        "Thesis Table 4.2's rows at demo scale, and Table 4.1. Pretraining (once per pretraining seed) on the demo "
+        "Thesis Table 4.2's rows at demo scale, and Table 4.1. "
+        + (
+            "Pretraining repeated for every seed (seed s fine-tunes from its own pretraining s, so the paired test "
+            "sees pretraining noise too)"
+            if sorted({p["seed"] for p in pre}) == seeds
+            else f"Pretraining SHARED between seeds (pretraining seeds {sorted({p['seed'] for p in pre})}; the paired "
+            "test sees fine-tuning noise only)"
+        )
+        + " on the demo "
         "datalist's unlabelled pool + training images (labels unused): `pretrain_lrc.json` / `pretrain_moco.json` + "
         f"`demo_pretrain.json` ({args.pretrain_epochs or _demo_pretrain_epochs()} epochs, patch 96, batch 4 volumes "
         "x 4 slices x 2 views, superpixels min_size 50, elastic "
@@ -253,7 +301,7 @@ def write_report(pre: list[dict], runs: dict, args, command: str) -> str:
         "m = 0.99). Fine-tuning: `train.json + demo.json` (the demo recipe: Adam lr 1e-3, Dice loss, best "
         f"validation Dice; {epochs_note}) "
         f"with `init` = random / moco / lrc / lrc_moco, {args.volumes} labelled volumes, "
-        "`seed` = `subset_seed` = s (same seeds, subsets and pretrained models for every init: paired); test = 5 "
+        "`seed` = `subset_seed` = s (same seed, subset and pretrained models for every init of a seed: paired); test = 5 "
         "volumes never used for training, pretraining or model selection (`evaluate.json`, Dice and NSD at 2 mm "
         "on each case's original grid).",
         "",
@@ -285,13 +333,17 @@ def write_report(pre: list[dict], runs: dict, args, command: str) -> str:
             f"{_fmt([r['overall']['nsd']['mean'] for r in rs])} | {delta} | {p} | "
             f"{_fmt([r['wall_s'] / 60 for r in rs], 1)} |"
         )
-    lines += [
-        "",
-        "Per seed (test mean Dice):",
-        "",
-        "| seed | " + " | ".join(LABELS[i] for i in INITS) + " |",
-        "|---:|" + "---:|" * len(INITS),
-    ]
+    lines += (
+        ["", "Reading (written by this script from the table above):", ""]
+        + _reading(runs, rand)
+        + [
+            "",
+            "Per seed (test mean Dice):",
+            "",
+            "| seed | " + " | ".join(LABELS[i] for i in INITS) + " |",
+            "|---:|" + "---:|" * len(INITS),
+        ]
+    )
     for s in seeds:
         cells = []
         for init in INITS:
@@ -330,16 +382,19 @@ def write_report(pre: list[dict], runs: dict, args, command: str) -> str:
             f"| {p['seed']} | {lrc['iterations']} | {lrc['last_losses'].get('loss_lrc', math.nan):.3f} | "
             f"{moco['iterations']} | {moco['last_losses'].get('loss_moco', math.nan):.3f} | {p['wall_s'] / 60:.1f} |"
         )
-    if args.reading and os.path.isfile(args.reading):
-        with open(args.reading) as f:
-            lines += ["", f.read().rstrip()]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--pretrain-seeds", type=int, nargs="+", default=[0])
+    ap.add_argument(
+        "--pretrain-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="default: one pretraining per seed (seed s fine-tunes from pretraining s); fewer seeds are shared",
+    )
     ap.add_argument("--inits", nargs="+", default=["lrc_moco", "random", "lrc", "moco"], choices=INITS)
     ap.add_argument("--volumes", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None)
@@ -353,7 +408,6 @@ def main() -> None:
     ap.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "monai_contrastive_bench_lrc_quality"))
     ap.add_argument("--demo-dir", default=None)
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--reading", default=None)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "lrc_pretraining_quality.md"))
     args = ap.parse_args()
     args.work_dir = os.path.abspath(args.work_dir)
@@ -361,6 +415,8 @@ def main() -> None:
     os.makedirs(args.work_dir, exist_ok=True)
     command = "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
     pre, runs = [], {i: [] for i in INITS}
+    if args.pretrain_seeds is None:
+        args.pretrain_seeds = list(args.seeds)
     if not args.report_only:
         generate_ct_demo(args.demo_dir)
     for ps in args.pretrain_seeds:
@@ -381,7 +437,9 @@ def main() -> None:
                     with open(path) as f:
                         runs[init].append(json.load(f))
             continue
-        for init, m in finetune_seed(args.inits, seed, pre[seed % len(pre)], args).items():
+        by_seed = {p["seed"]: p for p in pre}
+        own = by_seed.get(seed, pre[seed % len(pre)])
+        for init, m in finetune_seed(args.inits, seed, own, args).items():
             runs[init].append(m)
         with open(args.out, "w") as f:  # the report after every seed: partial results stay visible and paired
             f.write(write_report(pre, runs, args, command))

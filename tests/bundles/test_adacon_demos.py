@@ -1,11 +1,13 @@
 """The AdaCon bundles' demo configs (train.json + demo.json) on tiny data: they build, train and print the demo
-summary (validation R² against the demo's target, training wall time); the LVEF demo model is served by
+summary (validation metrics of the selection set, training wall time, the best checkpoint's held-out test R²
+against the demo's target); the LVEF demo model is served by
 inference.json with the demo keys that `monai-contrastive infer --demo` copies."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 
@@ -30,11 +32,22 @@ def _demo_cfg(root):
         return json.load(f)
 
 
-def _check_summary(out, report_path):
-    assert "demo target: validation R²" in out and "training: " in out and "iterations in" in out
-    report = json.load(open(report_path))
-    assert report["r2_target"]["target"] == 0.6 and "reached" in report["r2_target"]
-    assert report["training"]["iterations"] > 0 and report["training"]["seconds"] > 0
+def _check_summary(out, models_dir, wf):
+    """The validation report (selection set, training time) and the held-out test report of the best checkpoint on
+    items that neither training nor selection saw, with the demo's R² bar applied to the held-out score."""
+    assert "the best checkpoint is selected on it" in out and "training: " in out and "iterations in" in out
+    assert "demo target: held-out test R²" in out and "demo target: validation" not in out
+    val = json.load(open(os.path.join(models_dir, "val_metrics.json")))
+    assert val["training"]["iterations"] > 0 and val["training"]["seconds"] > 0 and "r2_target" not in val
+    test = json.load(open(os.path.join(models_dir, "heldout_test_metrics.json")))
+    test_items = wf.parser.get_parsed_content("test_items")
+    seen = wf.parser.get_parsed_content("train_items") + wf.parser.get_parsed_content("val_items")
+    assert test["test"]["n"] == len(test_items) > 0
+    assert not {str(x["image"]) for x in seen} & {str(x["image"]) for x in test_items}
+    assert all(math.isfinite(test["test"][k]) for k in ("mae", "rmse", "r2"))
+    assert test["r2_target"]["target"] == 0.6 and test["r2_target"]["r2"] == test["test"]["r2"]
+    assert test["r2_target"]["reached"] == (test["test"]["r2"] >= 0.6)
+    assert test["checkpoint"].endswith("model.pt") and os.path.isfile(test["checkpoint"])
 
 
 def test_lvef_demo_config(tmp_path, capsys, workflow):
@@ -59,7 +72,7 @@ def test_lvef_demo_config(tmp_path, capsys, workflow):
     assert any(type(m).__name__ == "FramePoolVideoNet" for m in net.modules())
     assert float(net.heads["pred"].target_std) > 1.0  # the regression head predicts standardised EF
     wf.run()
-    _check_summary(capsys.readouterr().out, os.path.join(root, "models", "val_metrics.json"))
+    _check_summary(capsys.readouterr().out, os.path.join(root, "models"), wf)
     wf.finalize()
 
     # `monai-contrastive infer --demo`: inference.json plus the demo.json keys it also has (backbone, clip sizes)
@@ -101,7 +114,7 @@ def test_bmd_demo_config(tmp_path, capsys, workflow):
     }
     wf = workflow(root, ["train.json", "demo.json"], **tiny)
     wf.run()
-    _check_summary(capsys.readouterr().out, os.path.join(root, "models", "fold0", "val_metrics.json"))
+    _check_summary(capsys.readouterr().out, os.path.join(root, "models", "fold0"), wf)
     wf.finalize()
 
     # `monai-contrastive infer --demo`: inference.json with the demo's inference_overrides (its backbone inside the
