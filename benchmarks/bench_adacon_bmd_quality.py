@@ -258,7 +258,8 @@ def write_report(results: dict[str, dict[int, dict]], args, started: float, fina
         f"- {args.threads} torch thread(s) per run, runs one after another in this process",
         *(
             [
-                f"- this report was rewritten on {datetime.date.today()} from `{os.path.relpath(args.from_runs_json, ROOT)}` "
+                f"- this report was rewritten on {datetime.date.today()} from "
+                f"`{os.path.relpath(args.from_runs_json, ROOT)}` "
                 "(no run made now: the machine, load and minutes above and below are those of the original runs, "
                 "see `git log` of that file)"
             ]
@@ -267,8 +268,9 @@ def write_report(results: dict[str, dict[int, dict]], args, started: float, fina
         ),
         "- setting: the bundle's `train.json` + `demo.json` (the demo's backbone and budget) with: "
         + ", ".join(f"`{k}`={json.dumps(v)}" for k, v in demo.items())
-        + "; L1 loss, gamma_con 0.005, s = 150 (paper); seed s trains fold s mod 4 of the patient shuffle `fold_seed` = s div 4 "
-        "(distinct train/validation splits for every seed) with the same seed for every method (paired); best checkpoint by validation MAE on the held-out fold; **metrics on the separate test "
+        + "; L1 loss, gamma_con 0.005, s = 150 (authors' code); seed s trains fold s mod 4 of the patient shuffle "
+        "`fold_seed` = s div 4 (distinct train/validation splits for every seed) with the same seed for every method "
+        "(paired); best checkpoint by validation MAE on the held-out fold; **metrics on the separate test "
         "patients** (never trained on or used for selection). Two-stage: contrastive-only pretraining for half the "
         f"iterations, then L1 fine-tuning (lr {args.finetune_lr:g}) for the other half.",
         "",

@@ -139,7 +139,8 @@ def write_report(results: dict, path: str, argv: list[str]) -> None:
         "",
         "## Regression demos",
         "",
-        "| bundle | test MAE | test RMSE | test R² | test items | R² ≥ 0.6 on test | selection-set R² (best) | wall time "
+        "| bundle | test MAE | test RMSE | test R² | test items | R² ≥ 0.6 on test | selection-set R² (best) "
+        "| wall time "
         "| load (start/end) | commit | date |",
         "|---|---:|---:|---:|---:|---|---:|---:|---|---|---|",
     ]
@@ -151,7 +152,8 @@ def write_report(results: dict, path: str, argv: list[str]) -> None:
         reached = r.get("r2_target") or {}
         lines.append(
             f"| {name} | {t['mae']:.4f} | {t['rmse']:.4f} | {t['r2']:.3f} | {t['n']} | "
-            f"{'yes' if reached.get('reached') else 'no'} | {r['selection_set_best'].get('val_r2', float('nan')):.3f} | "
+            f"{'yes' if reached.get('reached') else 'no'} | "
+            f"{r['selection_set_best'].get('val_r2', float('nan')):.3f} | "
             f"{r['wall_s'] / 60:.1f} min | {r['load_average_1min'][0]:.1f}/{r['load_average_1min'][1]:.1f} | "
             f"{r['commit']} | {r['date']} |"
         )

@@ -301,7 +301,8 @@ def write_report(pre: list[dict], runs: dict, args, command: str) -> str:
         "m = 0.99). Fine-tuning: `train.json + demo.json` (the demo recipe: Adam lr 1e-3, Dice loss, best "
         f"validation Dice; {epochs_note}) "
         f"with `init` = random / moco / lrc / lrc_moco, {args.volumes} labelled volumes, "
-        "`seed` = `subset_seed` = s (same seed, subset and pretrained models for every init of a seed: paired); test = 5 "
+        "`seed` = `subset_seed` = s (same seed, subset and pretrained models for every init of a seed: paired); "
+        "test = 5 "
         "volumes never used for training, pretraining or model selection (`evaluate.json`, Dice and NSD at 2 mm "
         "on each case's original grid).",
         "",

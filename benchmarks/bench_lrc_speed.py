@@ -286,7 +286,8 @@ def main() -> None:
         "",
         f"{cache['volumes']} synthetic CT volumes (matrix {args.matrix}, first volume after preprocessing "
         f"{cache['shape_first']}), `pretrain_lrc.json`'s deterministic pipeline (superpixel settings "
-        "min_size 400 and sigma 1 of the public code of Ouyang et al., scale 100 ours: the thesis gives none) through `PersistentDataset`; warm = median of "
+        "min_size 400 and sigma 1 of the public code of Ouyang et al., scale 100 ours: the thesis gives none) "
+        "through `PersistentDataset`; warm = median of "
         f"{args.repeats} passes.",
         "",
         "| pass | seconds | slices/s |",
