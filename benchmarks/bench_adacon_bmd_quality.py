@@ -222,7 +222,7 @@ def write_report(results: dict[str, dict[int, dict]], args, started: float, fina
         f"- {args.threads} torch thread(s) per run, runs one after another in this process",
         "- setting: the bundle's `train.json` + `demo.json` (the demo's backbone and budget) with: "
         + ", ".join(f"`{k}`={json.dumps(v)}" for k, v in demo.items())
-        + "; L1 loss, gamma_con 0.005, s = 150 (paper); seed s trains fold s mod 4 with the same seed for every "
+        + "; L1 loss, gamma_con 0.005, s = 150 (AdaCon code); seed s trains fold s mod 4 with the same seed for every "
         "method (paired); best checkpoint by validation MAE on the held-out fold; **metrics on the separate test "
         "patients** (never trained on or used for selection). Two-stage: contrastive-only pretraining for half the "
         f"iterations, then L1 fine-tuning (lr {args.finetune_lr:g}) for the other half.",

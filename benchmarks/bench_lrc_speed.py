@@ -227,8 +227,8 @@ def main() -> None:
         "## Superpixel cache (target: warm >= 20x cold)",
         "",
         f"{cache['volumes']} synthetic CT volumes (matrix {args.matrix}, first volume after preprocessing "
-        f"{cache['shape_first']}), `pretrain_lrc.json`'s deterministic pipeline (thesis superpixel settings: "
-        "min_size 400, sigma 1, scale 100) through `PersistentDataset`; warm = median of "
+        f"{cache['shape_first']}), `pretrain_lrc.json`'s deterministic pipeline (default superpixel settings: "
+        "min_size 400, sigma 1 (Ouyang et al.), scale 100 (ours)) through `PersistentDataset`; warm = median of "
         f"{args.repeats} passes.",
         "",
         "| pass | seconds | slices/s |",
