@@ -115,7 +115,8 @@ class AdaptiveMarginContrastiveLoss(_Loss):
     ``1 / s`` (eq. 1).
 
     Args:
-        scale: ``s``, the temperature scaling factor (150 in the authors' code).
+        scale: ``s``, the temperature scaling factor (150 in the authors' published LVEF code; the paper gives no
+            value, §III: "usually determined empirically").
         margin: add the adaptive margin of eq. 4 to negatives.
         margin_scale: the factor 2 of eq. 4.
         tolerance: labels (or ECDF values, when no labels are given to ``forward``) within this distance are
@@ -256,7 +257,8 @@ class AdaptiveTripletLoss(_Loss):
     margin that grows with the label distance, ``m_an = margin_scale * |phi(y_a) - phi(y_n)|``. The default
     ``margin_scale = 4`` is ``2 d_an`` of Appendix B, the triplet that AdaCon reduces to with one positive and one
     negative (for unit vectors ``||z_a - z_p||^2 - ||z_a - z_n||^2 = 2 (cos_an - cos_ap)``). Averaged over the
-    triplets with a positive loss (batch-all mining, as pytorch-metric-learning's ``AvgNonZeroReducer``).
+    triplets with a positive loss (batch-all mining, as pytorch-metric-learning's ``AvgNonZeroReducer``; ours: the
+    AdaCon paper gives no mining scheme for this baseline).
     Memory is O(N^3): meant for the paper's 64-view batches, not for thousands of views.
 
     ``reduction``: ``"mean"`` (default, the average above), ``"sum"`` over all triplets, or ``"none"`` for the

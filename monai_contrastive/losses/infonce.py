@@ -17,7 +17,7 @@ class InfoNCELoss(_Loss):
     autocast (``1 / tau = 14.3`` scales the logits).
 
     Args:
-        temperature: tau (0.07 in MoCo and the LRC thesis).
+        temperature: tau (0.07 in MoCo and in the LRC thesis, §4.2).
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per query).
 
     Shapes: ``query`` ``(B, D)``, ``key`` ``(B, D)``, ``queue`` ``(K, D)``, all L2-normalised; output a scalar (or

@@ -80,7 +80,8 @@ class LocalRegionContrastLoss(_Loss):
 
     Args:
         temperature: tau_l (0.07 in the thesis, §4.2).
-        num_points: N pixels sampled per region; None averages every pixel of the region (exact means).
+        num_points: N pixels sampled per region (the thesis gives no value; 100 is ours); None averages every pixel
+            of the region (exact means).
         min_region_size: regions smaller than this (pixels, in either view) are dropped.
         max_regions: at most this many regions per image, chosen at random (None: all).
         region_reduction: ``"sum"`` over the regions of an image (the thesis's equation) or ``"mean"``.

@@ -12,7 +12,7 @@ __all__ = ["FlatRegressionLoss", "MultiTaskRegressionLoss", "regression_loss"]
 
 
 def regression_loss(name: str | nn.Module, delta: float = 1.0) -> nn.Module:
-    """``"l1"``, ``"mse"`` or ``"huber"`` (with ``delta``, e.g. 0.05 for BMD, 4 for LVEF in Tables III/X)."""
+    """``"l1"``, ``"mse"`` or ``"huber"`` (with ``delta``, e.g. 0.05 for BMD, 4 for LVEF: AdaCon §IV-A4/§IV-B4)."""
     if isinstance(name, nn.Module):
         return name
     key = str(name).lower()
@@ -59,11 +59,11 @@ class MultiTaskRegressionLoss(MultiTermLoss):
         contrastive: a loss ``(embeddings, ecdf, ids, labels) -> loss`` such as
             :class:`~monai_contrastive.losses.AdaptiveMarginContrastiveLoss`; None for regression only.
         ecdf: the ECDF fitted on the training labels (eq. 5); required when ``contrastive`` is given.
-        gamma_reg: weight of the regression loss (1 in the paper).
-        gamma_con: weight of the contrastive loss (0.005 for BMD, 0.75 for LVEF).
+        gamma_reg: weight of the regression loss (1 in the paper, §III-C).
+        gamma_con: weight of the contrastive loss (0.005 for BMD, Table IV; 0.75 for LVEF, Table XI).
         huber_delta: delta of the Huber loss.
-        regression_views: ``"all"`` supervises every augmented view (batch augmentation, BMD); ``"first"`` only the
-            first view (the authors' LVEF code).
+        regression_views: ``"all"`` supervises every augmented view (ours, for BMD's batch augmentation: the paper
+            does not say); ``"first"`` only the first view (the authors' LVEF code).
         label_key: key of the labels in ``batch``.
     """
 

@@ -33,10 +33,10 @@ class MomentumContrastNet(nn.Module):
         encoder: the query encoder, returning a dict with ``embedding_key`` (e.g. a
             :class:`~monai_contrastive.networks.ContrastiveNet` with a pooled
             :class:`~monai_contrastive.networks.ProjectionHead`).
-        dim: embedding size D (128 in MoCo).
-        queue_size: K, number of negative keys (65,536 in MoCo); a multiple of the global batch keeps the
-            enqueue contiguous, any size works.
-        momentum: m of eq. 2 (0.999).
+        dim: embedding size D (128 in MoCo and in the LRC thesis, §3.1.1).
+        queue_size: K, number of negative keys (65,536 in MoCo; the LRC thesis gives none); a multiple of the global
+            batch keeps the enqueue contiguous, any size works.
+        momentum: m of eq. 2 (0.999 in MoCo; the LRC thesis gives none).
         embedding_key: the encoder output that is the embedding.
     """
 

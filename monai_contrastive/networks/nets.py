@@ -115,8 +115,9 @@ class RegressionContrastiveNet(ContrastiveNet):
             torchvision ``r2plus1d_18``; its classifier (attribute ``fc_name``) is replaced by the identity.
         feature_dim: size of the backbone features (1280 for EfficientNet-B1, 512 for R(2+1)D-18).
         out_channels: regression outputs.
-        proj_hidden: hidden size of the projection head (default: ``feature_dim``).
-        proj_dim: embedding size (128 in the paper).
+        proj_hidden: hidden size of the projection head (default: ``feature_dim``; the paper gives no width, the
+            authors' LVEF code uses 512 -> 512).
+        proj_dim: embedding size (128 in the paper, §III-C).
         fc_name: dotted name of the backbone's classifier to remove ("_fc" for EfficientNetBN, "fc" for ResNets);
             None when the backbone already returns features.
         reg_bias_init: initial bias of the regression head in label units; ignored when ``target_mean`` is given.

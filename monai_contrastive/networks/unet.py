@@ -26,7 +26,8 @@ class FeatureUNet(BasicUNet):
     Args:
         spatial_dims: 2 (LRC, slices) or 3.
         in_channels: input channels.
-        features: the six feature sizes of ``BasicUNet`` (encoder levels 0-4 and the last decoder level).
+        features: the six feature sizes of ``BasicUNet`` (encoder levels 0-4 and the last decoder level); the
+            default is ``BasicUNet``'s (the thesis gives no widths).
         act: activation.
         norm: normalisation after each convolution (instance normalisation by default).
         dropout: dropout probability.

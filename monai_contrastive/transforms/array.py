@@ -20,7 +20,7 @@ _NON_DICOM_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nii",
 class RandMultiView(Randomizable, Transform):
     """Apply a random transform ``num_views`` times to one image and stack the results: ``(C, ...)`` -> ``(V, C, ...)``.
 
-    This is batch augmentation (Hoffer et al., arXiv:1901.09335; AdaCon §IV-A uses 8 samples x 8 views): each call
+    This is batch augmentation (Hoffer et al., arXiv:1901.09335; AdaCon §IV-A1 uses 8 samples x 8 views): each call
     of the wrapped random transform draws afresh, so the views are independent augmentations of one sample.
     ``set_random_state`` is forwarded to the wrapped transform, so the whole pipeline is reproducible.
 

@@ -292,12 +292,13 @@ class FelzenszwalbSuperpixels(Transform):
         scale: Felzenszwalb's ``scale`` (higher: larger regions), on the [0, 1] windowed slice.
         sigma: Gaussian pre-smoothing width (pixels).
         min_size: minimum region size (pixels); the main control of the number of regions (thesis Fig. 2.2).
-        hu_window: HU range mapped to [0, 1] for the segmentation.
-        body_threshold: HU of the body mask (-500: soft tissue and fat in, air out).
+        hu_window: HU range mapped to [0, 1] for the segmentation (default: an abdominal window, ours).
+        body_threshold: HU of the body mask (-500: soft tissue and fat in, air out; as vox2vec's public code).
         slice_axis: spatial axis across slices (-1: the last, axial in RAS).
 
     Defaults: ``min_size=400``, ``sigma=1`` as in the public code of Ouyang et al.'s superpixel self-supervision
-    (the thesis gives no values; Fig. 2.2 varies ``min_size``); ``scale=100`` for slices in [0, 1].
+    (the thesis gives no values; Fig. 2.2 varies ``min_size``); ``scale=100`` on slices in [0, 1] is ours (no
+    publication gives it). The body's largest connected component is also Ouyang et al.'s choice.
     """
 
     def __init__(

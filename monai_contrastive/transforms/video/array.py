@@ -479,7 +479,8 @@ class RandClipViews(RandomizableTransform, ClipSample):
     """
     ``num_views`` independent training views of one video, each a clip of ``length`` frames every ``period`` frames
     from its own uniformly random start with its own frame jitter: EchoNet-Dynamic's training clip, drawn once per
-    view for AdaCon's batch augmentation.
+    view for AdaCon's two views per video (§III-C: a sample and its augmented copy; the authors' code draws two
+    clips per video).
 
     Gives exactly ``RandMultiView(Compose([RandClipSample(length, period, pad_short, pad_value),
     RandFrameJitter(pad, pad_value, prob)]), num_views)`` (same random draws in the same order: start, jitter
