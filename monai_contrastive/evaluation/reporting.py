@@ -127,7 +127,7 @@ def report_heldout_test(
     from monai.data import DataLoader, Dataset
 
     from monai_contrastive.handlers.metrics import regression_metrics
-    from monai_contrastive.io import atomic_write_json, load_state_dict
+    from monai_contrastive.io import atomic_write_json, read_state_dict
 
     items = list(items)
     if not items:
@@ -141,7 +141,7 @@ def report_heldout_test(
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{title}: the best checkpoint {path} was not written (no validation ran?).")
     network = evaluator.network
-    network.load_state_dict(load_state_dict(path, key="model"))
+    network.load_state_dict(read_state_dict(path, key="model", what="best checkpoint"))
     loader = evaluator.data_loader
     data = DataLoader(
         Dataset(items, transform=loader.dataset.transform),
