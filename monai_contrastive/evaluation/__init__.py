@@ -7,7 +7,7 @@ from __future__ import annotations
 from .clustering import RegionClusteringEvaluation, cluster_slice, region_clustering_scores
 from .cross_validation import CrossValidationEvaluation
 from .holdout import HoldoutEvaluation
-from .reporting import report_predictions, report_validation
+from .reporting import report_heldout_test, report_predictions, report_validation
 from .segmentation import FLARE22_NSD_TOLERANCE_MM, SegmentationEvaluation, segmentation_metrics
 from .tables import write_fold_report, write_metrics_table
 
@@ -18,6 +18,7 @@ __all__ = [
     "CrossValidationEvaluation",
     "FLARE22_NSD_TOLERANCE_MM",
     "HoldoutEvaluation",
+    "report_heldout_test",
     "report_predictions",
     "report_validation",
     "SegmentationEvaluation",
