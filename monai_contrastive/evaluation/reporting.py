@@ -24,7 +24,12 @@ def _training_time(trainer) -> dict:
 
 
 def report_validation(
-    evaluator, best_saver=None, output_file: str | None = None, trainer=None, r2_target: float | None = None
+    evaluator,
+    best_saver=None,
+    output_file: str | None = None,
+    trainer=None,
+    r2_target: float | None = None,
+    test_items=None,
 ) -> dict:
     """Print (and optionally save as JSON) the last validation metrics and those of the best checkpoint.
 
@@ -37,9 +42,20 @@ def report_validation(
         output_file: JSON to write (default: ``val_metrics.json`` beside the best model).
         trainer: the training engine; adds the training wall time, iterations, torch threads and the machine's load
             average to the report (timings on a loaded machine are not timings on an idle one).
-        r2_target: a bar for the best checkpoint's validation R² (``val_r2``): the summary says whether it was
-            reached. The demos apply their bar to the held-out test score instead (:func:`report_heldout_test`).
+        r2_target: a bar for R²: the summary says whether it was reached, by the held-out test score when
+            ``test_items`` are given, else by the best checkpoint's validation R² (``val_r2``).
+        test_items: items that neither training nor checkpoint selection saw: after the validation report the best
+            checkpoint is scored on them (:func:`report_heldout_test`), its result under ``"test"``.
     """
+    result = _report_validation(evaluator, best_saver, output_file, trainer, None if test_items else r2_target)
+    if test_items is not None:
+        if best_saver is None:
+            raise ValueError("report_validation: test_items need best_saver (the checkpoint to score).")
+        result["test"] = report_heldout_test(evaluator, best_saver, test_items, r2_target=r2_target)
+    return result
+
+
+def _report_validation(evaluator, best_saver, output_file, trainer, r2_target) -> dict:
     if output_file is None and best_saver is not None:
         output_file = os.path.join(os.path.dirname(best_saver.save_path), "val_metrics.json")
     last = {k: float(v) for k, v in evaluator.state.metrics.items() if isinstance(v, (int, float))}
