@@ -229,7 +229,7 @@ def write_report(results: dict[str, dict[int, dict]], args, started: float, fina
     with open(os.path.join(BUNDLE, "configs", "demo.json")) as f:
         demo = json.load(f)
     demo.update(json.loads(args.overrides))
-    for k in ("_comment", "run#1", "test_items", "demo_r2_target", "inference_overrides"):
+    for k in ("_comment", "run#1", "heldout_test_items", "demo_r2_target", "inference_overrides"):
         demo.pop(k, None)
     done = [set(r) for r in results.values() if r]
     complete = sorted(set.intersection(*done)) if done and len(done) == len(results) else []

@@ -169,7 +169,7 @@ def write_report(results: dict[str, dict[int, dict]], args, started: float, fina
         demo = json.load(f)
     demo.update(json.loads(args.overrides))
     demo.pop("_comment", None)
-    for k in ("run#1", "test_items", "demo_r2_target"):
+    for k in ("run#1", "heldout_test_items", "demo_r2_target"):
         demo.pop(k, None)
     complete = sorted(set.intersection(*(set(r) for r in results.values()))) if results else []
     status = (

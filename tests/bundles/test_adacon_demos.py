@@ -40,7 +40,7 @@ def _check_summary(out, models_dir, wf):
     val = json.load(open(os.path.join(models_dir, "val_metrics.json")))
     assert val["training"]["iterations"] > 0 and val["training"]["seconds"] > 0 and "r2_target" not in val
     test = json.load(open(os.path.join(models_dir, "heldout_test_metrics.json")))
-    test_items = wf.parser.get_parsed_content("test_items")
+    test_items = wf.parser.get_parsed_content("heldout_test_items")
     seen = wf.parser.get_parsed_content("train_items") + wf.parser.get_parsed_content("val_items")
     assert test["test"]["n"] == len(test_items) > 0
     assert not {str(x["image"]) for x in seen} & {str(x["image"]) for x in test_items}
