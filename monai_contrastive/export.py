@@ -208,15 +208,6 @@ def _fold_checkpoints(bundle: str) -> list[str]:
     return [p for _, p in sorted(found)]
 
 
-def _load_state(path: str, key: str = "model") -> dict:
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-        state = state[key]
-    return state
-
-
 def write_large_files(bundle_dir: str, files: Sequence[str], base_url: str, name: str, version: str) -> str:
     """Write ``large_files.yml`` (model-zoo format) for ``files`` (paths relative to ``bundle_dir``)."""
     lines = ["large_files:"]
@@ -319,6 +310,7 @@ def export_bundle(
     from monai.bundle import ConfigParser
 
     from monai_contrastive.cli import bundle_path, demo_inference_overrides
+    from monai_contrastive.io import read_state_dict
 
     src = os.path.abspath(bundle_path(name))
     bundle_name = os.path.basename(os.path.normpath(src))
@@ -352,7 +344,7 @@ def export_bundle(
         # files of the bundle, the plugin code, configs rewritten
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*_SKIP_BUNDLE))
         code = copy_plugin(os.path.join(dst, "scripts"))
-        states = [_load_state(p) for p in ckpts]
+        states = [read_state_dict(p, "model", key_optional=True, what="checkpoint") for p in ckpts]
         ensemble_state = len(states) == 1 and any(k.startswith("models.") for k in states[0])
         num_folds = None
         if has_folds:

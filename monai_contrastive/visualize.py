@@ -297,6 +297,7 @@ def feature_figure_for_bundle(
     from monai.bundle import ConfigParser
     from monai.data import DataLoader, Dataset
 
+    from monai_contrastive.io import read_state_dict
     from monai_contrastive.losses import ECDF
 
     parser = ConfigParser()
@@ -312,7 +313,7 @@ def feature_figure_for_bundle(
     if not items:
         raise ValueError(f"fold {fold} of {bundle_root!r} has no validation items.")
 
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = read_state_dict(ckpt, what="checkpoint")
     if not isinstance(state, dict) or "model" not in state or "ecdf" not in state:
         keys = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise KeyError(f"checkpoint {ckpt!r} must hold 'model' and 'ecdf' entries, found {keys}.")

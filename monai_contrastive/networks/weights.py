@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 
-import torch
 from monai.networks.utils import copy_model_state
 from torch import nn
+
+from monai_contrastive.io import read_state_dict
 
 __all__ = ["PRETRAINED_INITS", "load_pretrained_weights", "pretrained_branch_weights"]
 
@@ -46,14 +47,7 @@ def load_pretrained_weights(
         return module
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained weights not found: {path!r} (weights are never downloaded).")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if key:
-        if not isinstance(state, dict) or key not in state:
-            entries = sorted(state)[:10] if isinstance(state, dict) else type(state).__name__
-            raise KeyError(f"pretrained weights {path!r} have no entry {key!r} (entries: {entries}).")
-        state = state[key]
-    if prefix:
-        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    state = read_state_dict(path, key, prefix=prefix, what="pretrained weights")
     _, updated, unchanged = copy_model_state(module, state, dst_prefix=dst_prefix, exclude_vars=exclude_vars)
     if not updated:
         raise ValueError(
