@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from monai_contrastive.io import atomic_write_json
+
 __all__ = ["report_heldout_test", "report_predictions", "report_validation"]
 
 
@@ -92,9 +94,7 @@ def _report_validation(evaluator, best_saver, output_file, trainer, r2_target) -
         lines.append(line)
     print("\n".join(lines), flush=True)
     if output_file:
-        os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
-        with open(output_file, "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_json(result, output_file)
     return result
 
 
@@ -143,7 +143,7 @@ def report_heldout_test(
     from monai.data import DataLoader, Dataset
 
     from monai_contrastive.handlers.metrics import regression_metrics
-    from monai_contrastive.io import atomic_write_json, read_state_dict
+    from monai_contrastive.io import read_state_dict
 
     items = list(items)
     if not items:
@@ -228,6 +228,5 @@ def report_predictions(
     m = regression_metrics([p for p, _ in pairs], [t for _, t in pairs])
     m["n"] = len(pairs)
     print(f"{title}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if k != "n"), flush=True)
-    with open(output_file or os.path.splitext(csv_path)[0] + "_metrics.json", "w") as f:
-        json.dump(m, f, indent=2)
+    atomic_write_json(m, output_file or os.path.splitext(csv_path)[0] + "_metrics.json")
     return m
