@@ -14,7 +14,8 @@ from .datalist import (
     share_worker_tempdir,
 )
 from .echonet import load_echo_split, load_echonet_filelist, load_video_datalist
-from .segmentation import list_images, load_image_items, load_segmentation_datalist, take_items
+from .labels import item_labels, label_statistics
+from .segmentation import inference_items, list_images, load_image_items, load_segmentation_datalist, take_items
 from .synthetic_bmd import generate_bmd_demo
 from .synthetic_ct import generate_ct_demo
 from .synthetic_echo import generate_echo_demo
@@ -29,6 +30,7 @@ from .video import (
     video_header,
     video_normalization,
 )
+from .video_preparation import prepare_video_training
 
 # demo dataset name -> dotted path of its generator, ``f(output_dir, **kwargs) -> datalist path``; imported lazily
 # by ``resolve_datalist`` so that one demo's dependencies are not needed by the others
@@ -69,4 +71,8 @@ __all__ = [
     "list_images",
     "load_segmentation_datalist",
     "take_items",
+    "inference_items",
+    "item_labels",
+    "label_statistics",
+    "prepare_video_training",
 ]

@@ -1,12 +1,14 @@
 from .blocks import InputNormalization
 from .heads import DenseProjectionHead, ProjectionHead, StandardizedRegressionHead
+from .initialization import reinitialized_copy
 from .moco import MomentumContrastNet
 from .nets import ContrastiveNet, FoldEnsemble, RegressionContrastiveNet, remove_classifier
 from .small import FramePoolVideoNet
 from .unet import FeatureUNet, GlobalLocalUNet
-from .weights import PRETRAINED_INITS, load_pretrained_weights, pretrained_branch_weights
+from .weights import PRETRAINED_INITS, BranchWeights, load_pretrained_weights, pretrained_branch_weights
 
 __all__ = [
+    "BranchWeights",
     "ContrastiveNet",
     "DenseProjectionHead",
     "FeatureUNet",
@@ -20,6 +22,7 @@ __all__ = [
     "StandardizedRegressionHead",
     "load_pretrained_weights",
     "pretrained_branch_weights",
+    "reinitialized_copy",
     "PRETRAINED_INITS",
     "remove_classifier",
 ]

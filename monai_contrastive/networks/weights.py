@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import NamedTuple
 
 import torch
 from monai.networks.utils import copy_model_state
 from torch import nn
 
-__all__ = ["PRETRAINED_INITS", "load_pretrained_weights", "pretrained_branch_weights"]
+__all__ = ["PRETRAINED_INITS", "BranchWeights", "load_pretrained_weights", "pretrained_branch_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +65,19 @@ def load_pretrained_weights(
     return module
 
 
+class BranchWeights(NamedTuple):
+    """The weights files of the global (MoCo) and local (LRC) branch; ``""``: randomly initialised."""
+
+    global_weights: str
+    local_weights: str
+
+
 PRETRAINED_INITS = {"random": (False, False), "moco": (True, False), "lrc": (False, True), "lrc_moco": (True, True)}
 
 
 def pretrained_branch_weights(
     init: str, pretrain_dir: str, global_file: str = "pretrain_moco/model.pt", local_file: str = "pretrain_lrc/model.pt"
-) -> tuple[str, str]:
+) -> BranchWeights:
     """The weights files of the two branches of the LRC fine-tuning network for one of Table 4.2's rows.
 
     Args:
@@ -78,7 +86,8 @@ def pretrained_branch_weights(
         pretrain_dir: the folder holding the pretraining outputs (the bundle's ``models/``).
         global_file, local_file: the MoCo and LRC pretraining models, relative to ``pretrain_dir``.
 
-    Returns: ``(global_weights, local_weights)``, ``""`` for a randomly initialised branch.
+    Returns: ``BranchWeights(global_weights, local_weights)``, ``""`` for a randomly initialised branch (a config
+        reads them by name: ``$@branch_weights.global_weights``).
 
     Raises:
         ValueError: unknown ``init``.
@@ -99,4 +108,4 @@ def pretrained_branch_weights(
                 f"(`monai-contrastive pretrain lrc_multiorgan_ct --method {config[9:-5]}`)."
             )
         out.append(path)
-    return out[0], out[1]
+    return BranchWeights(*out)
