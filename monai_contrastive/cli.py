@@ -154,11 +154,14 @@ class CLI:
             gc.collect()
 
     def pretrain(self, name: str = "lrc_multiorgan_ct", method: str = "lrc", demo: bool = False, **overrides) -> None:
-        """Self-supervised pretraining (configs/pretrain_<method>.json, e.g. ``--method lrc`` or ``--method moco``);
-        ``--demo`` adds the demo sizes (demo_pretrain.json) and the embedded synthetic data."""
+        """Self-supervised pretraining (configs/pretrain_<method>.json after the shared configs/pretrain_common.json
+        where the bundle has one, e.g. ``--method lrc`` or ``--method moco``); ``--demo`` adds the demo sizes
+        (demo_pretrain.json) and the embedded synthetic data."""
         if demo:
             overrides.setdefault("dataset_dir", "")
-        run_bundle(name, [f"pretrain_{method}.json"] + (["demo_pretrain.json"] if demo else []), **overrides)
+        common = os.path.isfile(os.path.join(bundle_path(name), "configs", "pretrain_common.json"))
+        configs = (["pretrain_common.json"] if common else []) + [f"pretrain_{method}.json"]
+        run_bundle(name, configs + (["demo_pretrain.json"] if demo else []), **overrides)
 
     def train(self, name: str, **overrides) -> None:
         """Train a bundle (train.json); pass --dataset_dir for real data, --fold for the fold."""
@@ -227,7 +230,7 @@ class CLI:
 # the config files a command reads, for the option list of its help
 _COMMAND_CONFIGS = {
     "demo": ["train.json", "demo.json"],
-    "pretrain": ["pretrain_lrc.json"],
+    "pretrain": ["pretrain_common.json", "pretrain_lrc.json"],
     "train": ["train.json"],
     "evaluate": ["train.json", "evaluate.json"],
     "infer": ["inference.json"],
