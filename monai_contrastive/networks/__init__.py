@@ -1,4 +1,5 @@
 from .blocks import InputNormalization
+from .bundle_weights import load_bundle_weights, weights_mismatch
 from .heads import DenseProjectionHead, ProjectionHead, StandardizedRegressionHead
 from .initialization import reinitialized_copy
 from .moco import MomentumContrastNet
@@ -20,9 +21,11 @@ __all__ = [
     "ProjectionHead",
     "RegressionContrastiveNet",
     "StandardizedRegressionHead",
+    "load_bundle_weights",
     "load_pretrained_weights",
     "pretrained_branch_weights",
     "reinitialized_copy",
     "PRETRAINED_INITS",
     "remove_classifier",
+    "weights_mismatch",
 ]
