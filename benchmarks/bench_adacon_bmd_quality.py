@@ -135,7 +135,6 @@ def run_one(variant: str, seed: int, args, work_dir: str) -> dict | None:
         "fold": seed % 4,
         "num_workers": args.workers,
         "demo_dir": args.demo_dir,
-        "train#log_handlers#0": {"_target_": "monai.handlers.StatsHandler", "iteration_log": False},
         **json.loads(args.overrides),
     }
     with open(os.path.join(BUNDLE, "configs", "demo.json")) as f:
