@@ -136,7 +136,6 @@ def run_one(variant: str, seed: int, args, work_dir: str) -> dict | None:
         "fold_seed": seed // 4,  # seeds 4-7 use another patient shuffle: no two seeds share a train/validation split
         "num_workers": args.workers,
         "demo_dir": args.demo_dir,
-        "train#log_handlers#0": {"_target_": "monai.handlers.StatsHandler", "iteration_log": False},
         **json.loads(args.overrides),
     }
     with open(os.path.join(BUNDLE, "configs", "demo.json")) as f:

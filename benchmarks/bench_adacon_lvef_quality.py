@@ -107,7 +107,6 @@ def run_one(variant: str, seed: int, args, work_dir: str) -> dict | None:
         "num_workers": args.workers,
         "demo_dir": args.demo_dir,
         "video_cache_dir": os.path.join(args.work_dir, "video_cache"),
-        "train#log_handlers#0": {"_target_": "monai.handlers.StatsHandler", "iteration_log": False},
         **json.loads(args.overrides),
         **VARIANTS[variant],
     }

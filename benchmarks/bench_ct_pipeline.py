@@ -219,7 +219,7 @@ def run_inference(root: str, out_dir: str, patch: int, **overrides) -> dict:
     p = wf.parser
     evaluator = p.get_parsed_content("evaluator")
     network = p.get_parsed_content("network")
-    files = list(p.get_parsed_content("datalist"))
+    files = [x["image"] for x in p.get_parsed_content("inference_items")]
     records: list[dict] = []
     clock: dict[str, float] = {"net": 0.0}
 

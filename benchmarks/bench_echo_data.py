@@ -46,7 +46,8 @@ from monai.transforms import BorderPadd, Compose, CopyItemsd, RandSpatialCropd
 
 from monai_contrastive.data.echonet import load_echonet_filelist
 from monai_contrastive.data.synthetic_echo import generate_echo_demo
-from monai_contrastive.data.video import VideoCache, fit_video_normalization
+from monai_contrastive.data.video import VideoCache
+from monai_contrastive.data.video_stats import fit_video_normalization
 from monai_contrastive.transforms import RandMultiViewd
 from monai_contrastive.transforms.video import (
     LoadVideod,

@@ -4,10 +4,10 @@ Every step runs the bundle's own configs in a subprocess on a copy of the bundle
 
 1. pretraining, once per seed (pretraining seed = fine-tuning seed, so that a paired comparison sees the
    pretraining's randomness too; ``--pretrain-seeds`` shares fewer pretrainings between seeds, labelled so in the
-   report): ``pretrain_lrc.json + demo_pretrain.json`` and
-   ``pretrain_moco.json + demo_pretrain.json`` on the unlabelled pool and the training images (labels unused), then
-   ``pretrain_lrc.json + demo_pretrain.json + evaluate_lrc.json`` (Table 4.1: k-means on the LRC pixel embeddings
-   of 10 held-out slices from each of the 5 validation volumes vs their superpixels, AMI/ARI, LRC vs random init.);
+   report): ``pretrain_common.json`` with ``pretrain_lrc.json`` and with ``pretrain_moco.json`` (+
+   ``demo_pretrain.json``) on the unlabelled pool and the training images (labels unused), then the LRC pair +
+   ``demo_pretrain.json`` + ``evaluate_lrc.json`` (Table 4.1: k-means on the LRC pixel embeddings of 10 held-out
+   slices from each of the 5 validation volumes vs their superpixels, AMI/ARI, LRC vs random init.);
 2. fine-tuning, for every seed and init (``random``, ``moco``, ``lrc``, ``lrc_moco``, the same seeds, data subset
    and pretrained models for each init: paired): ``train.json + demo.json`` with ``init``, ``num_train_volumes``
    labelled volumes, ``seed = subset_seed = s``, then ``evaluate.json`` on the 5 ``testing`` volumes never used for
@@ -121,15 +121,25 @@ def pretrain(seed: int, args) -> dict:
         overrides["epochs"] = args.pretrain_epochs
     # LRC and MoCo pretrain independently (their own model folders): run them side by side
     jobs = [
-        (f"{tag}_lrc", root, [[["pretrain_lrc.json", "demo_pretrain.json"], "train"]], overrides),
-        (f"{tag}_moco", root, [[["pretrain_moco.json", "demo_pretrain.json"], "train"]], overrides),
+        (
+            f"{tag}_lrc",
+            root,
+            [[["pretrain_common.json", "pretrain_lrc.json", "demo_pretrain.json"], "train"]],
+            overrides,
+        ),
+        (
+            f"{tag}_moco",
+            root,
+            [[["pretrain_common.json", "pretrain_moco.json", "demo_pretrain.json"], "train"]],
+            overrides,
+        ),
     ]
     t0 = time.perf_counter()
     lrc, moco = _parallel(jobs, args)
     ev = _run(
         f"{tag}_clusters",
         root,
-        [[["pretrain_lrc.json", "demo_pretrain.json", "evaluate_lrc.json"], None]],
+        [[["pretrain_common.json", "pretrain_lrc.json", "demo_pretrain.json", "evaluate_lrc.json"], None]],
         overrides,
         args,
     )

@@ -51,7 +51,7 @@ def bench_cache(args) -> dict:
     )
     items = load_image_items(datalist, "unlabelled")
     parser = ConfigParser()
-    parser.read_config(os.path.join(BUNDLE, "configs", "pretrain_lrc.json"))
+    parser.read_config([os.path.join(BUNDLE, "configs", f) for f in ("pretrain_common.json", "pretrain_lrc.json")])
     parser["patch_size"] = 64
     transform = monai.transforms.Compose(parser.get_parsed_content("load_preprocessing"))
     cache = os.path.join(args.work_dir, "cache")

@@ -13,7 +13,10 @@ never reads), so that a new bundle needs no edit of the package. Every section i
             "inference_overrides": {"network_def#backbone#channels": [16, 32]}
         },
         "pretrain": {
-            "methods": {"lrc": ["pretrain_common.json", "pretrain_lrc.json"], "moco": ["pretrain_moco.json"]},
+            "methods": {
+                "lrc": ["pretrain_common.json", "pretrain_lrc.json"],
+                "moco": ["pretrain_common.json", "pretrain_moco.json"]
+            },
             "default_method": "lrc",
             "demo_configs": ["demo_pretrain.json"]
         },

@@ -9,10 +9,20 @@ The losses here compute the *same global loss* on every rank, so each rank's loc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "all_gather_with_grad", "all_gather_no_grad", "check_equal_rows", "gather_for_loss"]
+__all__ = [
+    "is_distributed",
+    "all_gather_with_grad",
+    "all_gather_no_grad",
+    "check_equal_rows",
+    "gather_for_loss",
+    "rank_zero_first",
+]
 
 
 def is_distributed() -> bool:
@@ -79,3 +89,33 @@ def gather_for_loss(
         ids = local_ids.long() + (int(dist.get_rank()) << 32)
         ids = all_gather_no_grad(ids)
     return (all_gather_with_grad(embeddings), *gathered, ids)
+
+
+def rank_zero_first(fn: Callable[..., Any], *args, **kwargs) -> Any:
+    """``fn(*args, **kwargs)`` on rank 0 first, then on the other ranks: for preparation that writes to disk (a
+    generated demo dataset, a decoded-frame cache, fitted statistics) and would collide if every rank wrote at once.
+    When the others run ``fn`` they find its outputs made, so ``fn`` must reuse what exists (every such function
+    here does) and each rank gets the result.
+
+    Without a process group (one process) ``fn`` simply runs. In a distributed run rank 0 tells the others whether
+    it succeeded (``broadcast_object_list``, which every backend supports): when it failed they raise instead of
+    waiting at a barrier that rank 0 never reaches.
+
+    Raises:
+        RuntimeError: on ranks > 0, ``fn`` failed on rank 0 (its error is quoted; rank 0 raises the error itself).
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return fn(*args, **kwargs)
+    if dist.get_rank() == 0:
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as e:
+            dist.broadcast_object_list([f"{type(e).__name__}: {e}"], src=0)
+            raise
+        dist.broadcast_object_list([None], src=0)
+        return result
+    status: list[Any] = [None]
+    dist.broadcast_object_list(status, src=0)
+    if status[0] is not None:
+        raise RuntimeError(f"{getattr(fn, '__qualname__', repr(fn))} failed on rank 0: {status[0]}")
+    return fn(*args, **kwargs)

@@ -126,8 +126,9 @@ def test_bad_declarations_name_the_file(tmp_path, commands, match):
 
 
 def test_the_shipped_bundles_declare_what_the_commands_need():
-    assert bundles.pretrain_configs("lrc_multiorgan_ct") == ["pretrain_lrc.json"]
+    assert bundles.pretrain_configs("lrc_multiorgan_ct") == ["pretrain_common.json", "pretrain_lrc.json"]
     assert bundles.pretrain_configs("lrc_multiorgan_ct", "moco", demo=True) == [
+        "pretrain_common.json",
         "pretrain_moco.json",
         "demo_pretrain.json",
     ]

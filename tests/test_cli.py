@@ -118,7 +118,11 @@ def test_demo_stages_run_in_order_with_the_user_options(monkeypatch):
     """The LRC demo is pretraining -> fine-tuning from it -> evaluation, each a bundle run; --KEY options reach all."""
     stages = cli.demo_stages("lrc_multiorgan_ct")
     configs = os.path.join(cli.bundle_path("lrc_multiorgan_ct"), "configs")
-    assert [s["configs"][0] for s in stages] == ["pretrain_lrc.json", "pretrain_moco.json", "train.json", "train.json"]
+    assert [s["configs"][:2] for s in stages[:2]] == [
+        ["pretrain_common.json", "pretrain_lrc.json"],
+        ["pretrain_common.json", "pretrain_moco.json"],
+    ]
+    assert [s["configs"][0] for s in stages[2:]] == ["train.json", "train.json"]
     assert all(os.path.isfile(os.path.join(configs, c)) for s in stages for c in s["configs"])
     calls = []
     monkeypatch.setattr(cli, "run_bundle", lambda name, files, **o: calls.append((name, files, o)))
@@ -136,10 +140,15 @@ def test_pretrain_command_picks_the_method_config(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(cli, "run_bundle", lambda name, files, **o: calls.append((name, files, o)))
     cli.CLI().pretrain("lrc_multiorgan_ct", method="moco", demo=True)
-    assert calls == [("lrc_multiorgan_ct", ["pretrain_moco.json", "demo_pretrain.json"], {"dataset_dir": ""})]
+    files = ["pretrain_common.json", "pretrain_moco.json", "demo_pretrain.json"]
+    assert calls == [("lrc_multiorgan_ct", files, {"dataset_dir": ""})]
     # the bundle's default method, declared in its configs/commands.json
     cli.CLI().pretrain("lrc_multiorgan_ct", dataset_dir="/data/ct")
-    assert calls[-1] == ("lrc_multiorgan_ct", ["pretrain_lrc.json"], {"dataset_dir": "/data/ct"})
+    assert calls[-1] == (
+        "lrc_multiorgan_ct",
+        ["pretrain_common.json", "pretrain_lrc.json"],
+        {"dataset_dir": "/data/ct"},
+    )
     # one method: none to give (AdaCon's two-stage scheme, stage 1: train.json + pretrain.json)
     cli.CLI().pretrain("adacon_bmd_xray")
     assert calls[-1] == ("adacon_bmd_xray", ["train.json", "pretrain.json"], {})
@@ -150,4 +159,4 @@ def test_pretrain_command_picks_the_method_config(monkeypatch, capsys):
     assert len(calls) == 3
     # the help lists the config keys of the bundle's default pretraining
     cli.main(["pretrain", "lrc_multiorgan_ct", "--help"])
-    assert "config keys of lrc_multiorgan_ct (pretrain_lrc.json)" in capsys.readouterr().out
+    assert "config keys of lrc_multiorgan_ct (pretrain_common.json + pretrain_lrc.json)" in capsys.readouterr().out

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -120,12 +122,49 @@ def _unequal_batches_check(rank: int, world: int) -> dict:
     return {"raised": torch.tensor(False)}
 
 
+def _prepare(marker: str, rank: int, fail: bool = False) -> str:
+    """Stands for a preparation step (demo data, video cache): writes ``marker`` once, says who found it made."""
+    if fail:
+        raise ValueError("video 'x.avi' is unreadable")
+    if os.path.exists(marker):
+        return f"rank {rank} found it"
+    with open(marker, "w") as f:
+        f.write(str(rank))
+    return f"rank {rank} made it"
+
+
+def _rank_zero_first_check(rank: int, world: int) -> dict:
+    """``rank_zero_first``: rank 0 prepares while rank 1 (which arrives first) waits, then rank 1 finds it made; an
+    error on rank 0 reaches rank 1 as a RuntimeError that quotes it (not a hang at a barrier)."""
+    from monai_contrastive.distributed import rank_zero_first
+
+    if world == 1:
+        return {"ordered": torch.tensor(True), "failure_shared": torch.tensor(True)}
+    folder = os.environ["RANK_ZERO_FIRST_DIR"]
+    if rank == 0:
+        time.sleep(0.5)
+    ok = rank_zero_first(_prepare, os.path.join(folder, "marker"), rank)
+    try:
+        rank_zero_first(_prepare, os.path.join(folder, "marker2"), rank, fail=rank == 0)
+        failed = "no error"
+    except Exception as e:
+        failed = f"{type(e).__name__}: {e}"
+    error = "ValueError: video 'x.avi' is unreadable"
+    expected = error if rank == 0 else f"RuntimeError: _prepare failed on rank 0: {error}"
+    made = open(os.path.join(folder, "marker")).read() == "0"
+    return {
+        "ordered": torch.tensor(made and ok == f"rank {rank} {'made' if rank == 0 else 'found'} it"),
+        "failure_shared": torch.tensor(failed == expected and not os.path.exists(os.path.join(folder, "marker2"))),
+    }
+
+
 CHECKS: list[tuple[str, Callable[[int, int], dict]]] = [
     ("adacon", functools.partial(_loss_check, AdaptiveMarginContrastiveLoss)),
     ("npair", functools.partial(_loss_check, NPairLoss)),
     ("triplet", functools.partial(_loss_check, AdaptiveTripletLoss)),
     ("moco", _moco_check),
     ("unequal_batches", _unequal_batches_check),
+    ("rank_zero_first", _rank_zero_first_check),
 ]
 
 
@@ -138,7 +177,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def test_ddp_matches_single_process(tmp_path):
+def test_ddp_matches_single_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK_ZERO_FIRST_DIR", str(tmp_path))
     mp.spawn(_worker, args=(WORLD, str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     for name, check in CHECKS:
         expected = check(0, 1)
@@ -152,3 +192,11 @@ def test_ddp_matches_single_process(tmp_path):
                     **TOLERANCE.get(key, DEFAULT_TOLERANCE),
                     msg=lambda m, where=f"{name}, rank {rank}, {key}": f"{where}: {m}",
                 )
+
+
+def test_rank_zero_first_without_process_group_just_runs(tmp_path):
+    from monai_contrastive.distributed import rank_zero_first
+
+    assert rank_zero_first(_prepare, str(tmp_path / "marker"), 0) == "rank 0 made it"
+    with pytest.raises(ValueError, match="x.avi"):
+        rank_zero_first(_prepare, str(tmp_path / "marker"), 0, fail=True)

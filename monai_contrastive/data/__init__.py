@@ -18,18 +18,12 @@ from .datalist import (
 )
 from .echonet import load_echo_split, load_echonet_filelist, load_video_datalist
 from .formats import dicom_photometric_interpretation, is_dicom_file
-from .segmentation import list_images, load_image_items, load_segmentation_datalist, take_items
-from .video import (
-    CheckedThreadDataLoader,
-    VideoCache,
-    check_video_files,
-    fit_video_normalization,
-    load_normalization,
-    read_video,
-    save_normalization,
-    video_header,
-    video_normalization,
-)
+from .labels import item_labels, label_statistics
+from .loaders import CheckedThreadDataLoader
+from .segmentation import inference_items, list_images, load_image_items, load_segmentation_datalist, take_items
+from .video import VideoCache, check_video_files, read_video, video_header
+from .video_preparation import prepare_video_training
+from .video_stats import fit_video_normalization, load_normalization, save_normalization, video_normalization
 
 # demo dataset name -> dotted path of its generator, ``f(output_dir, **kwargs) -> datalist path``; imported lazily
 # by ``resolve_datalist`` so that one demo's dependencies (nibabel, PIL, OpenCV) are not needed by the others
@@ -85,4 +79,8 @@ __all__ = [
     "list_images",
     "load_segmentation_datalist",
     "take_items",
+    "inference_items",
+    "item_labels",
+    "label_statistics",
+    "prepare_video_training",
 ]

@@ -12,7 +12,7 @@ from monai.data import load_decathlon_datalist
 
 from monai_contrastive.data.formats import is_dicom_file
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "load_segmentation_datalist", "take_items"]
+__all__ = ["IMAGE_EXTENSIONS", "inference_items", "list_images", "load_segmentation_datalist", "take_items"]
 
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 """Volume files :func:`list_images` picks up (MONAI ``LoadImage`` reads them with nibabel or ITK)."""
@@ -141,3 +141,17 @@ def load_image_items(datalist: str, splits: Sequence[str] | str = ("unlabelled",
         for item in load_segmentation_datalist(datalist, split, require_label=False, keys=("image",)):
             out.append({k: item[k] for k in ("image", "case", "phase") if k in item})
     return out
+
+
+def inference_items(input_dir: str, datalist: str, split: str = "testing") -> list[dict]:
+    """The inputs of a segmentation bundle's inference, ``[{"image": path}, ...]``: the volumes of ``input_dir``
+    (:func:`list_images`: image files and DICOM series) when it is set, otherwise the images of the datalist's
+    ``split`` list (labels not needed).
+
+    Raises:
+        FileNotFoundError: ``input_dir`` is set but missing, or the datalist or a listed image is missing.
+        ValueError: ``input_dir`` holds no volume.
+    """
+    if input_dir:
+        return [{"image": path} for path in list_images(input_dir)]
+    return [{"image": x["image"]} for x in load_segmentation_datalist(datalist, split, require_label=False)]

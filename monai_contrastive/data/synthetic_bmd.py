@@ -49,10 +49,9 @@ _GENERATOR_VERSION = 3
 # how strongly the latent radiographic density follows the DXA label; caps the attainable R^2 near rho^2
 _LABEL_IMAGE_CORRELATION = 0.95
 # display nuisances per film: white point of the window (multiple of median - black point), gamma (log-normal sd),
-# gain; they hide the density in the contrast, so they set the signal-to-nuisance ratio of the task. Version 2 drew
-# (2.4, 3.4), 0.15 and (0.8, 1.1): a +-17 % window swing against a 12 % cortical-density change per label sd left
-# the from-scratch CPU demo at validation R^2 ~0.3 (issue 11); version 3 narrows them to what one exposure
-# protocol and one display pipeline give
+# gain; they hide the density in the contrast, so they set the signal-to-nuisance ratio of the task. Kept to what one
+# exposure protocol and one display pipeline give: with (2.4, 3.4), 0.15 and (0.8, 1.1) a +-17 % window swing
+# against a 12 % cortical-density change per label sd leaves a from-scratch CPU model at validation R^2 ~0.3
 _WINDOW_RANGE = (2.7, 3.1)
 _GAMMA_SD = 0.08
 _GAIN_RANGE = (0.9, 1.05)
@@ -244,9 +243,9 @@ def _draw_patient(rng: np.random.Generator) -> dict[str, Any]:
     head_radius = size * 0.11 * uniform(0.92, 1.08)
     return {
         "label": label,
-        # label-driven: densities relative to soft tissue, cortical thickness ratio, trabecular texture
-        # (version 3: density effects per label sd raised from 12 % / 20 % to 20 % / 30 %, cortex and bone fraction
-        # by half again, so that the density reads through the display nuisances at the demo's 64 x 64)
+        # label-driven: densities relative to soft tissue, cortical thickness ratio, trabecular texture; the effects
+        # per label sd (density 20 % / 30 %) are large enough for the density to read through the display nuisances
+        # at the demo's 64 x 64
         "mu_cortex": 5.0 * (1.0 + 0.2 * cue(0.4)),
         "mu_trabecular": 2.2 * (1.0 + 0.3 * cue(0.4)),
         "cortex_ratio": float(np.clip(0.3 + 0.075 * cue(0.5), 0.12, 0.5)),

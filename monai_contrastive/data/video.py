@@ -9,14 +9,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-Generic video decoding, a decode-once cache of decoded videos and the per-channel normalisation statistics of video
-intensities (fitted the way EchoNet-Dynamic / AdaCon do, reused for any video dataset).
+Generic video decoding: reading a video file, its header checked against the datalist, and a decode-once cache of
+decoded videos shared by DataLoader workers and runs.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import threading
@@ -26,11 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from monai.data import DataLoader as MonaiDataLoader
-from monai.data import ThreadBuffer, ThreadDataLoader
 from monai.utils import optional_import
 
-from monai_contrastive.io import atomic_write, atomic_write_json
+from monai_contrastive.io import atomic_write
 
 cv2, _ = optional_import("cv2")
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
@@ -39,12 +36,7 @@ __all__ = [
     "read_video",
     "video_header",
     "check_video_files",
-    "CheckedThreadDataLoader",
     "VideoCache",
-    "fit_video_normalization",
-    "save_normalization",
-    "load_normalization",
-    "video_normalization",
 ]
 
 # bump when the cached array layout changes so that stale cache entries are never reused
@@ -209,44 +201,6 @@ def check_video_files(items: Iterable[Mapping | str], size: Sequence[int] | None
         problems += [f"{path}: {p}" for p in _listed_problems(item, header["num_frames"], *sizes[path])]
     problems += _size_outliers(sizes, size)
     _raise_problems(problems, len(items), "cannot be used")
-
-
-class _CheckedThreadBuffer(ThreadBuffer):
-    """MONAI's ``ThreadBuffer`` drops an exception raised in its thread: the iteration just ends early (an epoch of
-    a few batches, rc 0). This one hands it over and re-raises it in the consuming thread."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.error: BaseException | None = None
-
-    def enqueue_values(self):
-        try:
-            super().enqueue_values()
-        except BaseException as e:  # re-raised by __iter__ in the consuming thread
-            self.error = e
-
-    def __iter__(self):
-        self.error = None
-        yield from super().__iter__()
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-
-
-class CheckedThreadDataLoader(ThreadDataLoader):
-    """``monai.data.ThreadDataLoader`` whose background thread's errors reach the caller.
-
-    MONAI's version loses any exception raised while loading a batch (a corrupt video, a clip that cannot be cut):
-    the epoch silently ends early and the run exits 0. Here the error is re-raised where the batches are consumed
-    (the trainer), with its original traceback. Same arguments as ``ThreadDataLoader``.
-    """
-
-    def __iter__(self):
-        source = MonaiDataLoader.__iter__(self)
-        buffer = _CheckedThreadBuffer(source, self.buffer_size, self.buffer_timeout)
-        for batch in buffer:
-            for _ in range(self.repeats):
-                yield batch
 
 
 def _file_identity(path: str) -> tuple:
@@ -453,120 +407,3 @@ class VideoCache:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(cache_dir={self.cache_dir!r})"
-
-
-def fit_video_normalization(
-    items: Sequence[dict | str], num_videos: int | None = 128, seed: int = 0, cache: VideoCache | None = None
-) -> tuple[list[float], list[float]]:
-    """
-    Per-channel mean and standard deviation of video intensities (0-255 scale), as EchoNet-Dynamic fits them.
-
-    EchoNet (``echonet.utils.get_mean_and_std``) draws 128 training videos at random and normalises with the
-    population statistics of their pixels. Here every frame of each drawn video counts; the draw is seeded
-    (``numpy.random.default_rng(seed)``) so refitting gives the same numbers. Fit on training videos only and
-    save the result with :py:func:`save_normalization`.
-
-    Args:
-        items: datalist dicts (video under ``"image"``) or paths, e.g. ``load_echonet_filelist(root, "TRAIN")``.
-        num_videos: how many videos to draw without replacement; ``None`` or >= ``len(items)`` uses all.
-        seed: seed of the draw.
-        cache: read videos through this cache (filling it) instead of decoding them.
-
-    Returns:
-        ``(mean, std)``, lists of one float per channel (RGB).
-
-    Raises:
-        ValueError: ``items`` is empty, or a channel has zero variance (normalising would divide by zero).
-    """
-    paths = [it["image"] if isinstance(it, dict) else it for it in items]
-    if not paths:
-        raise ValueError("fit_video_normalization: no videos given.")
-    if num_videos is not None and num_videos < len(paths):
-        if num_videos < 1:
-            raise ValueError(f"fit_video_normalization: num_videos must be >= 1, got {num_videos}.")
-        rng = np.random.default_rng(seed)
-        paths = [paths[i] for i in sorted(rng.choice(len(paths), size=num_videos, replace=False))]
-    # exact integer histograms per channel: no float accumulation error over ~10^8 pixels
-    hist: np.ndarray | None = None
-    for p in paths:
-        video = cache.get(p, keep_open=False) if cache is not None else read_video(p)
-        counts = np.stack([np.bincount(np.asarray(video[c]).ravel(), minlength=256) for c in range(video.shape[0])])
-        if hist is not None and counts.shape != hist.shape:
-            raise ValueError(f"fit_video_normalization: {p} has {video.shape[0]} channels, expected {hist.shape[0]}.")
-        hist = counts if hist is None else hist + counts
-    assert hist is not None
-    values = np.arange(256, dtype=np.float64)
-    n = hist.sum(axis=1).astype(np.float64)
-    mean = (hist * values).sum(axis=1) / n
-    var = (hist * (values[None] - mean[:, None]) ** 2).sum(axis=1) / n
-    std = np.sqrt(var)
-    if np.any(std <= 0):
-        raise ValueError(f"fit_video_normalization: zero standard deviation in channel(s) {np.nonzero(std <= 0)[0]}.")
-    return [float(m) for m in mean], [float(s) for s in std]
-
-
-def save_normalization(path: str, mean: Sequence[float], std: Sequence[float], **metadata: Any) -> str:
-    """
-    Write ``{"mean": [...], "std": [...], ...metadata}`` as JSON (atomically) and return ``path``.
-
-    ``metadata`` (e.g. ``num_videos=128, seed=0, source="FileList.csv TRAIN"``) is stored alongside for provenance.
-    """
-    mean, std = _check_stats(mean, std, str(path))
-    path = os.path.abspath(os.path.expanduser(str(path)))
-    return atomic_write_json({"mean": mean, "std": std, **metadata}, path, sync=False)
-
-
-def load_normalization(path: str) -> tuple[list[float], list[float]]:
-    """
-    Read ``(mean, std)`` written by :py:func:`save_normalization`.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file lacks ``mean``/``std``, their lengths differ, or a value is not finite / std <= 0.
-    """
-    path = os.path.abspath(os.path.expanduser(str(path)))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"normalization file not found: {path}")
-    with open(path) as f:
-        content = json.load(f)
-    if not isinstance(content, dict) or "mean" not in content or "std" not in content:
-        raise ValueError(f"{path}: expected a JSON object with 'mean' and 'std' lists.")
-    return _check_stats(content["mean"], content["std"], path)
-
-
-def _check_stats(mean: Any, std: Any, where: str) -> tuple[list[float], list[float]]:
-    try:
-        m = [float(v) for v in np.atleast_1d(np.asarray(mean, dtype=np.float64))]
-        s = [float(v) for v in np.atleast_1d(np.asarray(std, dtype=np.float64))]
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: mean and std must be numbers or lists of numbers.") from None
-    if len(m) != len(s):
-        raise ValueError(f"{where}: mean has {len(m)} values but std has {len(s)}.")
-    if not all(math.isfinite(v) for v in m + s) or any(v <= 0 for v in s):
-        raise ValueError(f"{where}: mean must be finite and std finite and > 0, got mean={m}, std={s}.")
-    return m, s
-
-
-def video_normalization(
-    path: str, items: Sequence[dict | str], num_videos: int | None = 128, seed: int = 0, cache_dir: str | None = None
-) -> tuple[list[float], list[float]]:
-    """
-    The normalisation statistics stored at ``path``; fitted on ``items`` (training videos) and saved there first when
-    the file does not exist yet, so every later run, evaluation and inference uses the same numbers.
-
-    Args:
-        path: JSON file (e.g. ``<bundle>/models/normalization.json``).
-        items: training items, used only when ``path`` does not exist.
-        num_videos: videos drawn for the fit (EchoNet: 128).
-        seed: seed of the draw.
-        cache_dir: read the videos through a :py:class:`VideoCache` in this folder.
-
-    Returns:
-        ``(mean, std)``, one float per channel, 0-255 scale.
-    """
-    if os.path.isfile(path):
-        return load_normalization(path)
-    cache = VideoCache(cache_dir) if cache_dir else None
-    mean, std = fit_video_normalization(items, num_videos=num_videos, seed=seed, cache=cache)
-    save_normalization(path, mean, std, num_videos=num_videos, seed=seed, fitted_on=len(items))
-    return mean, std

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from .clustering import RegionClusteringEvaluation, cluster_slice, region_clustering_scores
 from .cross_validation import CrossValidationEvaluation
+from .dice_nsd import FLARE22_NSD_TOLERANCE_MM, segmentation_metrics
 from .holdout import HoldoutEvaluation
 from .reporting import report_heldout_test, report_predictions, report_validation
-from .segmentation import FLARE22_NSD_TOLERANCE_MM, SegmentationEvaluation, segmentation_metrics
+from .segmentation import SegmentationEvaluation
+from .segmentation_report import OrganRow
 from .tables import write_fold_report, write_metrics_table
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "CrossValidationEvaluation",
     "FLARE22_NSD_TOLERANCE_MM",
     "HoldoutEvaluation",
+    "OrganRow",
     "report_heldout_test",
     "report_predictions",
     "report_validation",

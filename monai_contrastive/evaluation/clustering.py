@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_contrastive.io import atomic_write_json, read_state_dict
+from monai_contrastive.networks.initialization import reinitialized_copy
 
 __all__ = ["cluster_slice", "region_clustering_scores", "RegionClusteringEvaluation"]
 
@@ -97,16 +98,16 @@ class RegionClusteringEvaluation:
 
     Args:
         network: the pretrained LRC network (returns ``embedding_key``).
-        make_random: builds the randomly initialised reference network (seeded by ``seed``).
         ckpt_path: weights of ``network`` (a plain state dict or ``{key_in_ckpt: ...}``).
         items: held-out data items (e.g. the validation list's images).
         preprocessing: deterministic transform producing ``image`` and ``regions``.
+        make_random: builds the randomly initialised reference network (seeded by ``seed``); None: a copy of
+            ``network`` with every layer re-initialised (:func:`monai_contrastive.networks.reinitialized_copy`).
     """
 
     def __init__(
         self,
         network: nn.Module,
-        make_random: Callable[[], nn.Module],
         ckpt_path: str,
         items: Sequence[dict],
         preprocessing: Callable,
@@ -117,6 +118,7 @@ class RegionClusteringEvaluation:
         embedding_key: str = "decoder",
         key_in_ckpt: str | None = None,
         seed: int = 0,
+        make_random: Callable[[], nn.Module] | None = None,
     ) -> None:
         self.network = network
         self.make_random = make_random
@@ -151,7 +153,7 @@ class RegionClusteringEvaluation:
         self.network.load_state_dict(read_state_dict(self.ckpt_path, self.key_in_ckpt, what="LRC model"))
         self.network.to(self.device)
         torch.manual_seed(self.seed)
-        random_net = self.make_random().to(self.device)
+        random_net = (self.make_random() if self.make_random else reinitialized_copy(self.network)).to(self.device)
         slices = self.held_out_slices()
         rows = {
             "LRC": region_clustering_scores(self.network, slices, self.device, self.embedding_key, self.seed),

@@ -1,28 +1,6 @@
 """
-Per-organ Dice and normalised surface Dice (NSD) of multi-organ segmentations, and the evaluation run of a trained
-segmentation network on labelled cases, scored on each case's original label grid.
-
-Conventions (FLARE22-style reports):
-
-- organs are the label values ``1 .. num_classes - 1``; 0 is background and is not scored.
-- an organ absent from a case's ground truth has no Dice or NSD for that case: both are NaN, the case is counted
-  as ``absent`` for that organ and left out of the organ's mean. A prediction of that absent organ is counted as a
-  ``false_positive`` for the organ (a count column of the reports), not folded into the Dice (FLARE22's script
-  scores it 0, and an absent organ correctly not predicted 1; this averages neither into the organ means).
-- an organ present in the ground truth but not predicted scores Dice 0 and NSD 0.
-- NSD (Nikolov et al., 2021, "Clinically applicable segmentation of head and neck anatomy for radiotherapy", Eq. in
-  Methods "Surface DSC") is MONAI's ``compute_surface_dice`` (the function behind ``SurfaceDiceMetric``): the
-  fraction of the two boundaries that lies within a tolerance of the other boundary, distances in mm from the
-  real voxel spacing of the grid the label lives on. With ``use_subvoxels=False`` (MONAI's default) the boundary is
-  the set of boundary voxels (mask minus its 6-connected erosion), every boundary voxel weighing the same; with
-  ``use_subvoxels=True`` it is the surfel-area weighted surface of the DeepMind ``surface-distance`` package that
-  the FLARE challenges' evaluation script uses.
-- tolerance: 2 mm for every organ by default (:py:func:`segmentation_metrics` knows no organ names), a parameter.
-  :py:data:`FLARE22_NSD_TOLERANCE_MM` holds the per-organ tolerances of the official FLARE22 evaluation script
-  (``FLARE22/Evaluation/FLARE22_DSC_NSD_Eval.py`` of github.com/JunMa11/FLARE: 5 mm for liver, pancreas and
-  stomach, 7 mm for the duodenum, 3 mm for the kidneys, spleen and esophagus, 2 mm for the rest); pass it as
-  ``nsd_tolerance_mm`` to compare with FLARE22 numbers. That script also restricts aorta, IVC and esophagus to the
-  axial slices labelled in the ground truth; this module scores whole volumes.
+The evaluation run of a trained segmentation network on labelled CT cases: predictions on each case's original label
+grid, scored per organ (:mod:`.dice_nsd`), reported (:mod:`.segmentation_report`) and drawn (:mod:`.figures`).
 """
 
 from __future__ import annotations
@@ -36,162 +14,27 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import DataLoader, Dataset, MetaTensor, decollate_batch
-from monai.metrics import compute_dice, compute_surface_dice
 from monai.transforms import LoadImage
-from monai.utils import ensure_tuple
 from tqdm import tqdm
 
-from monai_contrastive.data.ct_labels import FLARE22_ORGANS
-from monai_contrastive.evaluation.tables import _mean_std, write_csv, write_json, write_metrics_table
+from monai_contrastive.evaluation.dice_nsd import (
+    FLARE22_NSD_TOLERANCE_MM,
+    organ_tolerances,
+    segmentation_metrics,
+    to_numpy,
+)
+from monai_contrastive.evaluation.figures import segmentation_overlay
+from monai_contrastive.evaluation.segmentation_report import (
+    OrganRow,
+    nanmean,
+    summarise_segmentation,
+    write_segmentation_report,
+)
 from monai_contrastive.handlers.checkpoint import load_model_weights
 
 __all__ = ["FLARE22_NSD_TOLERANCE_MM", "SegmentationEvaluation", "segmentation_metrics"]
 
 logger = logging.getLogger(__name__)
-
-FLARE22_NSD_TOLERANCE_MM: dict[str, float] = dict(
-    zip(FLARE22_ORGANS, (5.0, 3.0, 3.0, 5.0, 2.0, 2.0, 2.0, 2.0, 2.0, 3.0, 5.0, 7.0, 3.0))
-)
-"""NSD tolerance (mm) per FLARE22 organ, from the official FLARE22 evaluation script (keys: ``FLARE22_ORGANS``)."""
-
-_METRICS = ("dice", "nsd")
-_CSV_HEADER = ("case", "phase", "organ", "dice", "nsd", "absent", "false_positive", "gt_voxels", "pred_voxels")
-
-
-def _numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.as_tensor() if isinstance(x, MetaTensor) else x
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _label_map(x: Any, ndim: int, what: str) -> np.ndarray:
-    """``x`` as an (H, W[, D]) array: a leading singleton channel is dropped."""
-    a = _numpy(x)
-    if a.ndim == ndim + 1 and a.shape[0] == 1:
-        a = a[0]
-    if a.ndim != ndim:
-        raise ValueError(
-            f"{what} must be an integer label map with {ndim} spatial dims (one per spacing value), optionally with "
-            f"one leading channel; got shape {tuple(a.shape)}."
-        )
-    return a
-
-
-def _check_values(a: np.ndarray, num_classes: int, what: str) -> None:
-    lo, hi = a.min(), a.max()
-    if not (lo >= 0 and hi < num_classes) or (a.dtype.kind == "f" and not np.array_equal(a, np.round(a))):
-        bad = [v for v in np.unique(a).tolist() if not (v == int(v) and 0 <= v < num_classes)]
-        raise ValueError(f"{what} has values {bad[:10]} outside the label values [0, {num_classes}).")
-
-
-def _tolerances(nsd_tolerance_mm: float | Sequence[float], num_organs: int) -> list[float]:
-    if isinstance(nsd_tolerance_mm, (int, float)):
-        return [float(nsd_tolerance_mm)] * num_organs
-    tol = [float(t) for t in nsd_tolerance_mm]
-    if len(tol) != num_organs:
-        raise ValueError(f"nsd_tolerance_mm has {len(tol)} values for {num_organs} organs (labels 1..{num_organs}).")
-    return tol
-
-
-def _bbox(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...]:
-    """Bounding box of a non-empty ``mask`` grown by ``margin`` voxels inside the array."""
-    box = []
-    for ax in range(mask.ndim):
-        nz = np.flatnonzero(mask.any(axis=tuple(i for i in range(mask.ndim) if i != ax)))
-        box.append(slice(max(int(nz[0]) - margin, 0), min(int(nz[-1]) + 1 + margin, mask.shape[ax])))
-    return tuple(box)
-
-
-def segmentation_metrics(
-    pred: Any,
-    label: Any,
-    num_classes: int,
-    spacing: Sequence[float],
-    nsd_tolerance_mm: float | Sequence[float] = 2.0,
-    use_subvoxels: bool = False,
-) -> dict[str, list]:
-    """
-    Per-organ Dice and NSD of one case: ``pred`` and ``label`` are integer label maps on the same grid.
-
-    Dice is MONAI's ``compute_dice`` and NSD MONAI's ``compute_surface_dice`` (``SurfaceDiceMetric``) with
-    ``class_thresholds`` in mm and ``spacing`` the voxel size of the grid; each organ is scored on the bounding box
-    of its ground truth and prediction, which changes neither metric. See the module docstring for absent organs.
-
-    Args:
-        pred: predicted label map (H, W, D), or (1, H, W, D); values in ``[0, num_classes)``.
-        label: ground-truth label map, same shape.
-        num_classes: number of label values including background; organs are ``1 .. num_classes - 1``.
-        spacing: voxel size in mm along each spatial axis of the arrays, e.g. ``label.pixdim`` of the original
-            image (not the resampled training grid).
-        nsd_tolerance_mm: NSD tolerance in mm: one value for every organ, or one per organ (labels
-            ``1 .. num_classes - 1`` in order), e.g. ``FLARE22_NSD_TOLERANCE_MM.values()``.
-        use_subvoxels: surfel-area weighted NSD (DeepMind ``surface-distance`` / FLARE script) instead of MONAI's
-            default boundary-voxel NSD.
-
-    Returns:
-        ``{"dice": [...], "nsd": [...], "absent": [...], "false_positive": [...], "gt_voxels": [...],
-        "pred_voxels": [...]}``, each a list of ``num_classes - 1`` entries, organ ``c`` at index ``c - 1``;
-        ``dice`` / ``nsd`` are NaN where ``absent`` (no ground-truth voxel); ``false_positive`` is True where the
-        organ is absent but predicted.
-
-    Raises:
-        ValueError: shapes differ or do not match ``spacing``, values outside ``[0, num_classes)``, or a tolerance
-            list of the wrong length.
-    """
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2 (background and at least one organ), got {num_classes}.")
-    spacing = [float(s) for s in ensure_tuple(spacing)]
-    p = _label_map(pred, len(spacing), "pred")
-    g = _label_map(label, len(spacing), "label")
-    if p.shape != g.shape:
-        raise ValueError(f"pred shape {p.shape} differs from label shape {g.shape}; they must be on the same grid.")
-    _check_values(g, num_classes, "label")
-    _check_values(p, num_classes, "pred")
-    tol = _tolerances(nsd_tolerance_mm, num_classes - 1)
-    out: dict[str, list] = {k: [] for k in ("dice", "nsd", "absent", "false_positive", "gt_voxels", "pred_voxels")}
-    for c in range(1, num_classes):
-        gm, pm = g == c, p == c
-        n_gt, n_pred = int(gm.sum()), int(pm.sum())
-        if n_gt == 0:
-            dice = nsd = math.nan
-        elif n_pred == 0:
-            dice = nsd = 0.0  # MONAI gives the same, with a warning per call
-        else:
-            box = _bbox(gm | pm)
-            y_pred = torch.from_numpy(pm[box][None, None].astype(np.float32))
-            y = torch.from_numpy(gm[box][None, None].astype(np.float32))
-            dice = float(compute_dice(y_pred, y, include_background=True, ignore_empty=True)[0, 0])
-            nsd = float(
-                compute_surface_dice(
-                    y_pred, y, [tol[c - 1]], include_background=True, spacing=spacing, use_subvoxels=use_subvoxels
-                )[0, 0]
-            )
-        out["dice"].append(dice)
-        out["nsd"].append(nsd)
-        out["absent"].append(n_gt == 0)
-        out["false_positive"].append(n_gt == 0 and n_pred > 0)
-        out["gt_voxels"].append(n_gt)
-        out["pred_voxels"].append(n_pred)
-    return out
-
-
-def _summary(values: Sequence[float]) -> dict:
-    """Mean and sample std of the non-NaN ``values`` and their count; ``None`` (JSON null) when there are none."""
-    valid = [float(v) for v in values if not math.isnan(v)]
-    if not valid:
-        return {"mean": None, "std": None, "n": 0}
-    mean, std = _mean_std(valid)
-    return {"mean": mean, "std": std, "n": len(valid)}
-
-
-def _nanmean(values: Sequence[float]) -> float:
-    valid = [v for v in values if not math.isnan(v)]
-    return sum(valid) / len(valid) if valid else math.nan
-
-
-def _fmt(s: Mapping, digits: int = 4) -> str:
-    return "n/a" if s["mean"] is None else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
 def _organ_names(organ_names: Sequence[str] | Mapping[Any, str]) -> list[str]:
@@ -341,7 +184,7 @@ class SegmentationEvaluation:
                 raise ValueError(f"nsd_tolerance_mm has no tolerance for {missing}.")
             self.tolerances = [float(nsd_tolerance_mm[o]) for o in self.organs]
         else:
-            self.tolerances = _tolerances(nsd_tolerance_mm, len(self.organs))
+            self.tolerances = organ_tolerances(nsd_tolerance_mm, len(self.organs))
         self.output_dir = output_dir
         self.ckpt_path = ckpt_path
         self.key_in_ckpt = key_in_ckpt
@@ -392,16 +235,16 @@ class SegmentationEvaluation:
                 f"{where}: prediction shape {tuple(pred.shape)} differs from the label's {tuple(label.shape)}; {fix}."
             )
         if isinstance(pred, MetaTensor) and not np.allclose(
-            _numpy(pred.affine), _numpy(label.affine), atol=1e-3
+            to_numpy(pred.affine), to_numpy(label.affine), atol=1e-3
         ):  # a prediction left in RAS / resampled space can have the right shape by chance
             raise ValueError(
-                f"{where}: prediction affine\n{_numpy(pred.affine).round(4)}\ndiffers from the label's\n"
-                f"{_numpy(label.affine).round(4)}\n{fix}."
+                f"{where}: prediction affine\n{to_numpy(pred.affine).round(4)}\ndiffers from the label's\n"
+                f"{to_numpy(label.affine).round(4)}\n{fix}."
             )
 
     def _overlay_slices(self, item: Mapping, label: MetaTensor, pred: Any, case: str, dice: float) -> dict:
-        gt, pr = _numpy(label)[0].astype(np.int64), _numpy(pred)[0].astype(np.int64)
-        affine = _numpy(label.affine)
+        gt, pr = to_numpy(label)[0].astype(np.int64), to_numpy(pred)[0].astype(np.int64)
+        affine = to_numpy(label.affine)
         axial = int(np.argmax(np.abs(affine[2, :3])))
         other = tuple(a for a in range(3) if a != axial)
         source = gt if gt.any() else pr
@@ -409,7 +252,7 @@ class SegmentationEvaluation:
         image = None
         path = item.get(self.image_key)
         if isinstance(path, (str, os.PathLike)):
-            img = _numpy(self.loader(path))
+            img = to_numpy(self.loader(path))
             if img.shape[1:] == gt.shape:
                 image = np.take(img[0], idx, axis=axial).T
         spacing = [float(s) for s in label.pixdim]
@@ -432,7 +275,7 @@ class SegmentationEvaluation:
             Dataset(self.items, self.preprocessing), batch_size=1, shuffle=False, num_workers=self.num_workers
         )
         has_phase = bool(self.phase_key) and any(it.get(self.phase_key) is not None for it in self.items)
-        rows: list[list] = []
+        rows: list[OrganRow] = []
         per_case: dict[str, dict] = {}
         panels: list[dict] = []
         bar = tqdm(loader, total=len(self.items), desc="segmentation evaluation", disable=not self.progress)
@@ -455,7 +298,7 @@ class SegmentationEvaluation:
             )
             for k, organ in enumerate(self.organs):
                 rows.append(
-                    [
+                    OrganRow(
                         case,
                         phase,
                         organ,
@@ -465,166 +308,28 @@ class SegmentationEvaluation:
                         int(m["false_positive"][k]),
                         m["gt_voxels"][k],
                         m["pred_voxels"][k],
-                    ]
+                    )
                 )
             per_case[case] = {
                 "phase": phase,
-                "dice": _nanmean(m["dice"]),
-                "nsd": _nanmean(m["nsd"]),
+                "dice": nanmean(m["dice"]),
+                "nsd": nanmean(m["nsd"]),
                 "n_absent": sum(m["absent"]),
                 "n_false_positive": sum(m["false_positive"]),
             }
             if self.overlay_max_cases is None or len(panels) < self.overlay_max_cases:
                 panels.append(self._overlay_slices(item, label, pred, case, per_case[case]["dice"]))
-        result = self._summarise(rows, per_case, has_phase)
-        self._write(rows, result)
+        result = summarise_segmentation(
+            rows,
+            per_case,
+            self.organs,
+            self.tolerances,
+            self.num_classes,
+            self.ckpt_path,
+            self.use_subvoxels,
+            has_phase,
+        )
+        write_segmentation_report(self.output_dir, rows, result, self.organs, self.tolerances)
         if panels:
-            self._overlay(panels)
+            segmentation_overlay(panels, self.organs, os.path.join(self.output_dir, "seg_overlay.png"), self.window_hu)
         return result
-
-    def _organ_summary(self, rows: Sequence[Sequence]) -> dict:
-        out = {}
-        for organ in self.organs:
-            r = [row for row in rows if row[2] == organ]
-            out[organ] = {
-                "dice": _summary([row[3] for row in r]),
-                "nsd": _summary([row[4] for row in r]),
-                "n_absent": sum(row[5] for row in r),
-                "n_false_positive": sum(row[6] for row in r),
-            }
-        return out
-
-    def _summarise(self, rows: list[list], per_case: dict[str, dict], has_phase: bool) -> dict:
-        def overall(cases: Sequence[str]) -> dict:
-            return {k: _summary([per_case[c][k] for c in cases]) for k in _METRICS}
-
-        result: dict[str, Any] = {
-            "n_cases": len(per_case),
-            "num_classes": self.num_classes,
-            "checkpoint": os.path.abspath(self.ckpt_path) if self.ckpt_path else None,
-            "nsd_tolerance_mm": dict(zip(self.organs, self.tolerances)),
-            "use_subvoxels": self.use_subvoxels,
-            "overall": overall(list(per_case)),
-            "organs": self._organ_summary(rows),
-            "phases": {},
-            "cases": {
-                c: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
-                for c, m in per_case.items()
-            },
-        }
-        if has_phase:
-            for phase in sorted({m["phase"] for m in per_case.values()}):
-                cases = [c for c, m in per_case.items() if m["phase"] == phase]
-                result["phases"][phase or "unknown"] = {
-                    "n_cases": len(cases),
-                    "overall": overall(cases),
-                    "organs": self._organ_summary([r for r in rows if r[1] == phase]),
-                }
-        return result
-
-    def _write(self, rows: list[list], result: dict) -> None:
-        write_csv(os.path.join(self.output_dir, "seg_metrics.csv"), _CSV_HEADER, rows)
-        write_json(os.path.join(self.output_dir, "seg_metrics.json"), result)
-        md = os.path.join(self.output_dir, "seg_metrics.md")
-        tol = ", ".join(f"{o} {t:g}" for o, t in zip(self.organs, self.tolerances))
-        if len(set(self.tolerances)) == 1:
-            tol = f"{self.tolerances[0]:g} for all organs"
-        table = {
-            organ: {
-                "dice": _fmt(s["dice"]),
-                "nsd": _fmt(s["nsd"]),
-                "n": s["dice"]["n"],
-                "absent": s["n_absent"],
-                "false positives": s["n_false_positive"],
-            }
-            for organ, s in result["organs"].items()
-        }
-        table["mean over cases"] = {k: _fmt(result["overall"][k]) for k in _METRICS} | {"n": result["n_cases"]}
-        write_metrics_table(
-            md,
-            table,
-            f"Segmentation, {result['n_cases']} cases: Dice and NSD (tolerance in mm: {tol}), mean ± std over the "
-            "cases where the organ is present",
-            ["dice", "nsd", "n", "absent", "false positives"],
-        )
-        if result["phases"]:
-            phases = result["phases"]
-            columns = [f"{k} ({p}, n={v['n_cases']})" for p, v in phases.items() for k in _METRICS]
-            by_phase: dict[str, dict] = {o: {} for o in self.organs}
-            by_phase["mean over cases"] = {}
-            for p, v in phases.items():
-                for k in _METRICS:
-                    col = f"{k} ({p}, n={v['n_cases']})"
-                    for o in self.organs:
-                        by_phase[o][col] = _fmt(v["organs"][o][k])
-                    by_phase["mean over cases"][col] = _fmt(v["overall"][k])
-            write_metrics_table(md, by_phase, "Per contrast phase", columns, append=True)
-        cases = {
-            c: {
-                "phase": m["phase"],
-                "dice": "n/a" if m["dice"] is None else f"{m['dice']:.4f}",
-                "nsd": "n/a" if m["nsd"] is None else f"{m['nsd']:.4f}",
-                "absent": m["n_absent"],
-                "false positives": m["n_false_positive"],
-            }
-            for c, m in result["cases"].items()
-        }
-        write_metrics_table(
-            md,
-            cases,
-            "Per case (mean over the organs present)",
-            ["phase", "dice", "nsd", "absent", "false positives"],
-            append=True,
-        )
-        text = open(md).read()
-        logger.debug("\n" + text)  # shown once: print() below (info would repeat it on the console)
-        print(text, flush=True)
-
-    def _colours(self) -> np.ndarray:
-        """(num_classes, 4) RGBA per label value, background transparent; organ ``c`` always gets one colour."""
-        import matplotlib
-
-        cmap = matplotlib.colormaps["tab20"]
-        colours = np.zeros((self.num_classes, 4))
-        for c in range(1, self.num_classes):
-            # tab20 pairs a dark and a light shade of each hue: the 10 dark hues first, then the light ones
-            k = (c - 1) % 20
-            colours[c] = cmap(2 * k if k < 10 else 2 * (k - 10) + 1)
-            colours[c, 3] = 0.6
-        return colours
-
-    def _overlay(self, panels: list[dict]) -> None:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-            from matplotlib.patches import Patch
-        except ImportError:  # pragma: no cover - matplotlib is a dependency
-            return
-        colours = self._colours()
-        per_row = min(len(panels), 3)
-        nrows = math.ceil(len(panels) / per_row)
-        legend_rows = math.ceil(len(self.organs) / 5)
-        height = 2.8 * nrows + 0.25 * legend_rows + 0.2
-        fig, axes = plt.subplots(
-            nrows, 2 * per_row, figsize=(2.5 * 2 * per_row, height), squeeze=False, layout="constrained"
-        )
-        for ax in axes.flat:
-            ax.axis("off")
-        for k, p in enumerate(panels):
-            r, c = divmod(k, per_row)
-            for j, (key, what) in enumerate((("gt", "ground truth"), ("pred", "prediction"))):
-                ax = axes[r, 2 * c + j]
-                lab = np.clip(p[key], 0, self.num_classes - 1)
-                if p["image"] is not None:
-                    lo, hi = self.window_hu
-                    ax.imshow(p["image"], cmap="gray", vmin=lo, vmax=hi, aspect=p["aspect"], interpolation="nearest")
-                else:
-                    ax.imshow(np.zeros(lab.shape), cmap="gray", vmin=0, vmax=1, aspect=p["aspect"])
-                ax.imshow(colours[lab], aspect=p["aspect"], interpolation="nearest")
-                ax.set_title(f"{p['case']}: {what}" + (f"\n{p['title']}" if j else ""), fontsize=7)
-        handles = [Patch(facecolor=colours[c, :3], label=o) for c, o in enumerate(self.organs, 1)]
-        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), fontsize=7, frameon=False)
-        fig.savefig(os.path.join(self.output_dir, "seg_overlay.png"), dpi=100)
-        plt.close(fig)

@@ -4,6 +4,7 @@ from .checkpoint import BestModelSaver, FinalModelSaver, ResumableCheckpoint, lo
 from .metrics import RegressionMetric, RegressionMetricHandler, regression_metrics
 from .moco import MomentumUpdate, QueueUpdate
 from .precise_bn import PreciseBatchNorm, update_bn_stats
+from .training_log import TrainingLog
 
 __all__ = [
     "FinalModelSaver",
@@ -14,6 +15,7 @@ __all__ = [
     "RegressionMetric",
     "RegressionMetricHandler",
     "ResumableCheckpoint",
+    "TrainingLog",
     "apply_umask",
     "atomic_save",
     "atomic_write_json",

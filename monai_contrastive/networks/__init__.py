@@ -1,12 +1,15 @@
 from .blocks import InputNormalization
+from .bundle_weights import load_bundle_weights, weights_mismatch
 from .heads import DenseProjectionHead, ProjectionHead, StandardizedRegressionHead
+from .initialization import reinitialized_copy
 from .moco import MomentumContrastNet
 from .nets import ContrastiveNet, FoldEnsemble, RegressionContrastiveNet, remove_classifier
 from .small import FramePoolVideoNet
 from .unet import FeatureUNet, GlobalLocalUNet
-from .weights import PRETRAINED_INITS, load_pretrained_weights, pretrained_branch_weights
+from .weights import PRETRAINED_INITS, BranchWeights, load_pretrained_weights, pretrained_branch_weights
 
 __all__ = [
+    "BranchWeights",
     "ContrastiveNet",
     "DenseProjectionHead",
     "FeatureUNet",
@@ -18,8 +21,11 @@ __all__ = [
     "ProjectionHead",
     "RegressionContrastiveNet",
     "StandardizedRegressionHead",
+    "load_bundle_weights",
     "load_pretrained_weights",
     "pretrained_branch_weights",
+    "reinitialized_copy",
     "PRETRAINED_INITS",
     "remove_classifier",
+    "weights_mismatch",
 ]

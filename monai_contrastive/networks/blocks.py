@@ -32,7 +32,7 @@ class InputNormalization(nn.Module):
     DataLoader workers and to the GPU) and normalise there; the statistics are buffers, saved with every checkpoint,
     so inference on raw uint8 clips needs nothing else. EchoNet-Dynamic / AdaCon normalise echo videos with the
     per-channel mean and standard deviation of training videos (0-255 scale, see
-    :py:func:`monai_contrastive.data.video.fit_video_normalization`).
+    :py:func:`monai_contrastive.data.video_stats.fit_video_normalization`).
 
     The statistics can come from the state dict, like the ECDF's: build it with ``num_channels`` only (an inference
     config needs no statistics file) and load a checkpoint; the buffers take the checkpoint's values and length.

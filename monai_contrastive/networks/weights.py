@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import NamedTuple
 
 from monai.networks.utils import copy_model_state
 from torch import nn
 
 from monai_contrastive.io import read_state_dict
 
-__all__ = ["PRETRAINED_INITS", "load_pretrained_weights", "pretrained_branch_weights"]
+__all__ = ["PRETRAINED_INITS", "BranchWeights", "load_pretrained_weights", "pretrained_branch_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,13 @@ def load_pretrained_weights(
     return module
 
 
+class BranchWeights(NamedTuple):
+    """The weights files of the global (MoCo) and local (LRC) branch; ``""``: randomly initialised."""
+
+    global_weights: str
+    local_weights: str
+
+
 PRETRAINED_INITS = {"random": (False, False), "moco": (True, False), "lrc": (False, True), "lrc_moco": (True, True)}
 
 
@@ -68,7 +76,7 @@ def pretrained_branch_weights(
     local_file: str = "pretrain_lrc/model.pt",
     global_missing_hint: str = "run the pretraining that writes it first.",
     local_missing_hint: str = "run the pretraining that writes it first.",
-) -> tuple[str, str]:
+) -> BranchWeights:
     """The weights files of the two branches of the LRC fine-tuning network for one of Table 4.2's rows.
 
     Args:
@@ -79,7 +87,8 @@ def pretrained_branch_weights(
         global_missing_hint, local_missing_hint: what to run when the file is missing (the bundle's config and
             command that write it), appended to the error.
 
-    Returns: ``(global_weights, local_weights)``, ``""`` for a randomly initialised branch.
+    Returns: ``BranchWeights(global_weights, local_weights)``, ``""`` for a randomly initialised branch (a config
+        reads them by name: ``$@branch_weights.global_weights``).
 
     Raises:
         ValueError: unknown ``init``.
@@ -94,4 +103,4 @@ def pretrained_branch_weights(
         if path and not os.path.isfile(path):
             raise FileNotFoundError(f"init={init!r} needs {path!r}, which does not exist: {hint}")
         out.append(path)
-    return out[0], out[1]
+    return BranchWeights(*out)

@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 
+import pytest
 import torch
 
 HERE = os.path.dirname(__file__)
@@ -116,6 +117,29 @@ def test_bmd_demo_config(tmp_path, capsys, workflow):
     wf.run()
     _check_summary(capsys.readouterr().out, os.path.join(root, "models", "fold0"), wf)
     wf.finalize()
+
+    # inference.json as it is (the paper's EfficientNet-B1) cannot serve the demo's model: one message that says so
+    # and what to run, not a load_state_dict dump
+    plain = workflow(
+        root,
+        ["inference.json"],
+        workflow_type="infer",
+        image_size=[32, 32],
+        folds=[0],
+        demo_kwargs=tiny["demo_kwargs"],
+        num_workers=0,
+        device="cpu",
+    )
+    with pytest.raises(Exception) as info:
+        plain.parser.get_parsed_content("network")
+    chain, e = [], info.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    mismatch = next(m for m in chain if m.startswith("the weights"))
+    assert os.path.join("fold0", "model.pt") in mismatch and "tensor(s) of another shape" in mismatch
+    assert f"`monai-contrastive infer {os.path.basename(root)} --demo True`" in mismatch
+    assert not any("size mismatch for" in m for m in chain)
 
     # `monai-contrastive infer --demo`: inference.json with the demo's inference_overrides (its backbone inside the
     # fold ensemble) and the demo.json keys inference.json also has

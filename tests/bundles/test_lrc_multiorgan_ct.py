@@ -169,7 +169,7 @@ def test_every_config_loads_volumes_with_named_errors(bundle):
         text = open(path).read()
         assert '"LoadImaged"' not in text, f"{path} loads with plain LoadImaged"
         loaders[os.path.basename(path)] = text.count("monai_contrastive.transforms.ct.LoadVolumed")
-    for name in ("train.json", "inference.json", "pretrain_lrc.json", "pretrain_moco.json"):
+    for name in ("train.json", "inference.json", "pretrain_common.json"):
         assert loaders[name] >= 1, loaders
 
 

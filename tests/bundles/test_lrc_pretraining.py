@@ -61,7 +61,7 @@ def test_pretrain_lrc_moco_then_finetune_each_row(bundle, workflow):
     assert "run the bundle's configs/pretrain_lrc.json first" in _chain(err.value)
 
     # LRC: superpixels cached on disk, paired elastic views, the loss and its region counts logged
-    wf = workflow(bundle, ["pretrain_lrc.json"], **PRETRAIN)
+    wf = workflow(bundle, ["pretrain_common.json", "pretrain_lrc.json"], **PRETRAIN)
     trainer = wf.parser.get_parsed_content("train#trainer")
     lrc, regions = _losses(trainer, "loss_lrc"), _losses(trainer, "loss_lrc_regions")
     wf.run()
@@ -78,7 +78,7 @@ def test_pretrain_lrc_moco_then_finetune_each_row(bundle, workflow):
     wf.finalize()
 
     # MoCo: encoder only, 128-d projection, queue filled by the keys, SGD 0.03
-    wf = workflow(bundle, ["pretrain_moco.json"], **MOCO, queue_size=16)
+    wf = workflow(bundle, ["pretrain_common.json", "pretrain_moco.json"], **MOCO, queue_size=16)
     net = wf.parser.get_parsed_content("network")
     opt = wf.parser.get_parsed_content("optimizer")
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["lr"] == 0.03 and opt.defaults["momentum"] == 0.9
@@ -122,7 +122,7 @@ def test_pretrain_lrc_moco_then_finetune_each_row(bundle, workflow):
     wf.finalize()
     # a pretraining re-run that finds its run complete rewrites the same weights: the fine-tuning still resumes
     before = os.path.getmtime(os.path.join(models, "pretrain_lrc", "model.pt"))
-    wf = workflow(bundle, ["pretrain_lrc.json"], **PRETRAIN)
+    wf = workflow(bundle, ["pretrain_common.json", "pretrain_lrc.json"], **PRETRAIN)
     wf.run()
     wf.finalize()
     assert torch.equal(
@@ -144,7 +144,7 @@ def test_pretrain_lrc_moco_then_finetune_each_row(bundle, workflow):
     # Table 4.1: AMI / ARI of k-means on LRC embeddings vs superpixels, pretrained and random init.
     wf = workflow(
         bundle,
-        ["pretrain_lrc.json", "evaluate_lrc.json"],
+        ["pretrain_common.json", "pretrain_lrc.json", "evaluate_lrc.json"],
         workflow_type="eval",
         **PRETRAIN,
         cluster_slices_per_volume=2,
@@ -161,7 +161,7 @@ def test_pretrain_lrc_moco_then_finetune_each_row(bundle, workflow):
 def test_failed_pretraining_writes_no_model(bundle, workflow, tmp_path):
     root = tmp_path / "b"
     shutil.copytree(bundle, root, ignore=shutil.ignore_patterns("models", "eval", "runs", "cache"))
-    wf = workflow(str(root), ["pretrain_lrc.json"], **PRETRAIN)
+    wf = workflow(str(root), ["pretrain_common.json", "pretrain_lrc.json"], **PRETRAIN)
     trainer = wf.parser.get_parsed_content("train#trainer")
 
     def boom(engine):

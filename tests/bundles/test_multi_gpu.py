@@ -56,8 +56,8 @@ CASES = {
         "epochs": 2,
     },
 }
-# bundle folder and the config pair of a case (default: train.json + multi_gpu_train.json)
-CONFIGS = {"lrc_multiorgan_ct:pretrain_moco": ("pretrain_moco.json", "multi_gpu_pretrain.json")}
+# the configs of a case, the multi-GPU override last (default: train.json + multi_gpu_train.json)
+CONFIGS = {"lrc_multiorgan_ct:pretrain_moco": ("pretrain_common.json", "pretrain_moco.json", "multi_gpu_pretrain.json")}
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torch.distributed.run") is None
@@ -97,7 +97,7 @@ def _run(cmd: list[str], cwd: str, env: dict, timeout: float = 300) -> tuple[int
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_multi_gpu_train_on_cpu(name, tmp_path):
     bundle = name.split(":")[0]
-    train_config, mgpu_config = CONFIGS.get(name, ("train.json", "multi_gpu_train.json"))
+    *train_configs, mgpu_config = CONFIGS.get(name, ("train.json", "multi_gpu_train.json"))
     root = str(tmp_path / bundle)
     shutil.copytree(
         os.path.join(BUNDLES_DIR, bundle),
@@ -119,7 +119,7 @@ def test_multi_gpu_train_on_cpu(name, tmp_path):
     with open(override, "w") as f:
         json.dump({**CASES[name], **RANK_DIRS, "run": run + [save]}, f, indent=4)
 
-    files = [os.path.join(configs, train_config), os.path.join(configs, mgpu_config), override]
+    files = [os.path.join(configs, c) for c in (*train_configs, mgpu_config)] + [override]
     cmd = [
         sys.executable,
         "-m",

@@ -97,3 +97,24 @@ def test_list_images_finds_files_and_dicom_series(tmp_path):
         list_images(str(inputs / "notes"))
     with pytest.raises(FileNotFoundError, match="not found"):
         list_images(str(tmp_path / "nope"))
+
+
+def test_inference_items_from_input_folder_or_testing_list(tmp_path):
+    """The LRC inference inputs: a given folder's volumes, else the datalist's testing images (no label needed)."""
+    from monai_contrastive.data import inference_items
+
+    dl = _datalist(tmp_path, {"testing": [{"image": "t1.nii.gz"}, {"image": "t0.nii.gz", "label": "t0_seg.nii.gz"}]})
+    assert inference_items("", dl) == [{"image": str(tmp_path / "t1.nii.gz")}, {"image": str(tmp_path / "t0.nii.gz")}]
+    folder = tmp_path / "new_cases"
+    folder.mkdir()
+    for name in ("b.nii.gz", "a.nii", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    # the datalist is not read when a folder is given (its testing list would point elsewhere)
+    assert inference_items(str(folder), str(tmp_path / "absent.json")) == [
+        {"image": str(folder / "a.nii")},
+        {"image": str(folder / "b.nii.gz")},
+    ]
+    with pytest.raises(FileNotFoundError, match="missing_dir"):
+        inference_items(str(tmp_path / "missing_dir"), dl)
+    with pytest.raises(KeyError, match="'testing'"):
+        inference_items("", _datalist(tmp_path, {"training": [{"image": "x.nii.gz", "label": "y.nii.gz"}]}))

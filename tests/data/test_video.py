@@ -12,17 +12,12 @@ import pytest
 import torch
 
 from monai_contrastive.data import video as video_data
+from monai_contrastive.data import video_stats
 from monai_contrastive.data.echonet import load_echonet_filelist
+from monai_contrastive.data.loaders import CheckedThreadDataLoader
 from monai_contrastive.data.synthetic_echo import generate_echo_demo
-from monai_contrastive.data.video import (
-    CheckedThreadDataLoader,
-    VideoCache,
-    check_video_files,
-    fit_video_normalization,
-    load_normalization,
-    read_video,
-    save_normalization,
-)
+from monai_contrastive.data.video import VideoCache, check_video_files, read_video
+from monai_contrastive.data.video_stats import fit_video_normalization, load_normalization, save_normalization
 
 cv2 = pytest.importorskip("cv2")
 
@@ -203,7 +198,7 @@ def test_video_normalization_is_fitted_once(demo, tmp_path, monkeypatch):
     assert (mean, std) == fit_video_normalization(items, num_videos=None)
     assert json.load(open(path))["fitted_on"] == len(items)
     calls = []
-    monkeypatch.setattr(video_data, "fit_video_normalization", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(video_stats, "fit_video_normalization", lambda *a, **k: calls.append(1))
     assert video_normalization(path, items[:1]) == (mean, std)  # read back, not refitted on other items
     assert not calls
 

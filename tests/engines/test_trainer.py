@@ -99,13 +99,21 @@ def test_trainer_runs_multitask_and_logs_terms():
     net = RegressionContrastiveNet(TinyBackbone(), feature_dim=4, fc_name="fc", proj_dim=8)
     ecdf = ECDF([x["label"] for x in items])
     loss = MultiTaskRegressionLoss("l1", AdaptiveMarginContrastiveLoss(), ecdf, gamma_con=0.005)
+    totals = []
+
+    def recorded_loss(pred, targets):  # the value the trainer back-propagates, as the loss returns it
+        out = loss(pred, targets)
+        totals.append(float((out[0] if isinstance(out, tuple) else out).detach()))
+        return out
+
+    before = {k: v.detach().clone() for k, v in net.named_parameters()}
     trainer = MultiViewTrainer(
         device="cpu",
         max_epochs=2,
         train_data_loader=DataLoader(ds, batch_size=4),
         network=net,
         optimizer=torch.optim.SGD(net.parameters(), lr=0.01),
-        loss_function=loss,
+        loss_function=recorded_loss,
         prepare_batch=PrepareViewBatch(stacked_keys=["image"], sample_keys=["label"]),
     )
     seen = []
@@ -113,6 +121,14 @@ def test_trainer_runs_multitask_and_logs_terms():
     trainer.run()
     assert len(seen) == 4 and set(seen[0]) == {"loss", "loss_reg", "loss_con"}
     assert all(torch.isfinite(torch.tensor(list(s.values()))).all() for s in seen)
+    # the logged total is the loss that was back-propagated, and the weighted sum of the logged terms
+    assert [s["loss"] for s in seen] == pytest.approx(totals, rel=1e-6) and len(totals) == 4
+    for s in seen:
+        assert s["loss"] == pytest.approx(1.0 * s["loss_reg"] + 0.005 * s["loss_con"], rel=1e-5)
+    # every parameter was trained (the regression head by L_reg, the projection head by L_con, the backbone by both)
+    unchanged = [k for k, v in net.named_parameters() if torch.equal(v.detach(), before[k])]
+    assert not unchanged, unchanged
+    assert trainer.state.iteration == 4 and trainer.state.epoch == 2
     pred = SelectOutputInferer("pred")(torch.rand(3, 1, 8, 8), net)
     assert pred.shape == (3, 1)
     avg = SelectOutputInferer("pred", average_views=True, views_per_batch=2)(torch.rand(2, 3, 1, 8, 8), net)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -48,6 +49,28 @@ def test_cross_validation(setup):
     assert json.loads((out / "cv_metrics.json").read_text()) == result
     assert len((out / "cv_predictions.csv").read_text().splitlines()) == len(items) + 1
     assert "mean ± std" in (out / "cv_metrics.md").read_text()
+    # the metric values, recomputed here: each fold's model on that fold's held-out patients, numpy formulas
+    from monai_contrastive.data import select_fold
+
+    maes = []
+    for fold in range(4):
+        net = _Net()
+        net.load_state_dict(torch.load(root / f"fold{fold}" / "model.pt", weights_only=True)["model"])
+        val = select_fold(items, fold, "val", 4, "patient", 0)
+        with torch.no_grad():
+            pred = np.array([float(net(_preprocess(x)["image"][None])["pred"]) for x in val])
+        label = np.array([float(x["label"]) for x in val])
+        err = pred - label
+        expected = {
+            "mae": np.abs(err).mean(),
+            "rmse": np.sqrt((err**2).mean()),
+            "r2": 1 - (err**2).sum() / ((label - label.mean()) ** 2).sum(),
+        }
+        got = result["folds"][f"fold {fold}"]
+        for k, v in expected.items():
+            assert got[k] == pytest.approx(v, rel=1e-5, abs=1e-6), (fold, k)
+        maes.append(expected["mae"])
+    assert result["mean_over_folds"]["mae"]["mean"] == pytest.approx(np.mean(maes), rel=1e-5)
 
 
 def test_holdout(setup):

@@ -30,12 +30,13 @@ def _batch(n_samples=6, views=3, dim=16, seed=0, dup_label=True):
     return z, y, ids, ecdf(y).double()
 
 
-def loop_adacon(z, phi, ids, y, s, margin=True):
-    """Eq. 6 written literally: sum over anchors, mean over positives, margin (eq. 4) on negatives only."""
+def loop_adacon(z, phi, ids, y, s, margin=True, tolerance=0.0):
+    """Eq. 6 written literally: sum over anchors, mean over positives, margin (eq. 4) on negatives only; positives
+    share the sample id or have labels within ``tolerance`` (0: equal labels, eq. 1)."""
     n = z.shape[0]
     losses = []
     for i in range(n):
-        P = [j for j in range(n) if j != i and (ids[j] == ids[i] or y[j] == y[i])]
+        P = [j for j in range(n) if j != i and (ids[j] == ids[i] or abs(float(y[j]) - float(y[i])) <= tolerance)]
         if not P:
             continue
         den = 0.0
@@ -127,10 +128,24 @@ def test_finite_at_s150_in_half_precision(dtype):
 
 
 def test_tolerance_defines_positives():
-    z, y, ids, phi = _batch(dup_label=False)
-    loose = AdaptiveMarginContrastiveLoss(scale=10.0, tolerance=10.0, reduction="none")(z, phi, None, y)
-    # with a huge tolerance every pair is positive and no margin applies: SupCon over all-positive rows
-    assert torch.all(loose > 0)
+    """Labels within ``tolerance`` become positives (no margin, in the numerator): the loss follows the loop with the
+    same tolerance, differs from tolerance 0, and a tolerance wider than the label range makes every pair positive."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0.10, 0.13, 0.40, 0.45, 0.90], dtype=torch.float64)  # neighbours 0.03 and 0.05 apart
+    ids = torch.arange(5).repeat_interleave(2)
+    y = labels.repeat_interleave(2)
+    z = F.normalize(torch.randn(10, 8, generator=g, dtype=torch.float64), dim=1)
+    phi = ECDF(labels.tolist())(y).double()
+    losses = {}
+    for tol in (0.0, 0.04, 0.06, 10.0):
+        loss = AdaptiveMarginContrastiveLoss(scale=10.0, tolerance=tol)(z, phi, ids, y)
+        assert loss.item() == pytest.approx(loop_adacon(z, phi, ids, y, 10.0, tolerance=tol), rel=1e-9), tol
+        losses[tol] = loss.item()
+    # each wider tolerance adds positives (0.04: 0.10~0.13; 0.06: also 0.40~0.45), so the loss changes each time
+    assert len({round(v, 9) for v in losses.values()}) == 4
+    # everything positive: no margin anywhere, i.e. SupCon with every other sample a positive
+    all_pos = AdaptiveMarginContrastiveLoss(scale=10.0, margin=False)(z, phi, torch.zeros(10, dtype=torch.long))
+    assert losses[10.0] == pytest.approx(all_pos.item(), rel=1e-9)
 
 
 def loop_npair(z, ids, y, s):

@@ -66,3 +66,20 @@ def test_branch_weights_from_moco_and_lrc_checkpoints(tmp_path):
         torch.testing.assert_close(net.local_unet.state_dict()[k], v)
     with pytest.raises(FileNotFoundError, match="never downloaded"):
         GlobalLocalUNet(2, 1, 5, FEATURES, global_weights=str(tmp_path / "missing.pt"))
+
+
+def test_branch_weights_are_read_by_name(tmp_path):
+    """train.json reads ``@branch_weights.global_weights`` / ``.local_weights``, never a position."""
+    from monai_contrastive.networks import pretrained_branch_weights
+
+    for sub in ("pretrain_moco", "pretrain_lrc"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "model.pt").write_bytes(b"x")
+    both = pretrained_branch_weights("lrc_moco", str(tmp_path))
+    assert both.global_weights == str(tmp_path / "pretrain_moco" / "model.pt")
+    assert both.local_weights == str(tmp_path / "pretrain_lrc" / "model.pt")
+    assert pretrained_branch_weights("lrc", str(tmp_path))._asdict() == {
+        "global_weights": "",
+        "local_weights": str(tmp_path / "pretrain_lrc" / "model.pt"),
+    }
+    assert pretrained_branch_weights("random", str(tmp_path)) == ("", "")

@@ -131,7 +131,7 @@ def test_transform_hash_is_stable_across_constructions():
 def test_paired_elastic_view_moves_the_regions_with_the_image():
     """The pretraining config's view pair: one elastic draw for image_2 (bilinear) and regions_2 (nearest)."""
     parser = ConfigParser()
-    parser.read_config(os.path.join(BUNDLE, "configs", "pretrain_lrc.json"))
+    parser.read_config([os.path.join(BUNDLE, "configs", f) for f in ("pretrain_common.json", "pretrain_lrc.json")])
     parser["elastic#spacing"] = [8, 8]
     parser["elastic#magnitude_range"] = [2.0, 3.0]
     views = Compose([parser.get_parsed_content("train#paired_view"), parser.get_parsed_content("train#elastic")])
@@ -149,13 +149,36 @@ def test_paired_elastic_view_moves_the_regions_with_the_image():
     assert set(torch.unique(r2).tolist()) <= set(range(17))  # nearest: no new ids
 
 
+def _pretrain_config(method: str) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(
+        [os.path.join(BUNDLE, "configs", f) for f in ("pretrain_common.json", f"pretrain_{method}.json")]
+    )
+    return parser
+
+
 def test_pretrain_config_keys_are_documented():
-    with open(os.path.join(BUNDLE, "configs", "pretrain_lrc.json")) as f:
-        cfg = json.load(f)
+    cfg = _pretrain_config("lrc")
     assert cfg["temperature"] == 0.07 and cfg["learning_rate"] == 1e-4 and cfg["weight_decay"] == 1e-4
-    with open(os.path.join(BUNDLE, "configs", "pretrain_moco.json")) as f:
-        moco = json.load(f)
+    moco = _pretrain_config("moco")
     assert moco["learning_rate"] == 0.03 and moco["momentum"] == 0.9 and moco["embedding_dim"] == 128
+    assert moco["weight_decay"] == 1e-4 and moco["train#dataloader#drop_last"] == "@drop_last" and moco["drop_last"]
+
+
+def test_method_configs_override_only_what_the_method_adds():
+    """pretrain_lrc.json / pretrain_moco.json are thin: no key of pretrain_common.json is repeated with its value."""
+    with open(os.path.join(BUNDLE, "configs", "pretrain_common.json")) as f:
+        common = json.load(f)
+    for method in ("lrc", "moco"):
+        with open(os.path.join(BUNDLE, "configs", f"pretrain_{method}.json")) as f:
+            own = json.load(f)
+        assert own["method"] == method
+        repeated = [k for k, v in own.items() if k in common and common[k] == v]
+        assert not repeated, (method, repeated)
+        assert len(own) < len(common) / 2, (method, len(own), len(common))
+    lrc = _pretrain_config("lrc")
+    assert lrc.get_parsed_content("ckpt_dir").endswith(os.path.join("models", "pretrain_lrc"))
+    assert [type(t).__name__ for t in lrc.get_parsed_content("load_preprocessing")][5] == "FelzenszwalbSuperpixelsd"
 
 
 def test_file_digest_follows_content_not_mtime(tmp_path):

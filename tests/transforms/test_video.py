@@ -12,7 +12,8 @@ from monai.transforms import BorderPad, BorderPadd, Compose, CopyItemsd, RandSpa
 from monai_contrastive.data import video as video_data
 from monai_contrastive.data.echonet import load_echonet_filelist
 from monai_contrastive.data.synthetic_echo import generate_echo_demo
-from monai_contrastive.data.video import read_video, save_normalization
+from monai_contrastive.data.video import read_video
+from monai_contrastive.data.video_stats import fit_video_normalization, save_normalization
 from monai_contrastive.transforms.video import (
     AllClips,
     AllClipsd,
@@ -347,7 +348,7 @@ def test_pad_value_per_channel(as_tensor):
 
 def test_training_and_test_pipelines_on_demo(demo, tmp_path):
     items = load_echonet_filelist(demo, "TRAIN")
-    norm = save_normalization(str(tmp_path / "norm.json"), *video_data.fit_video_normalization(items))
+    norm = save_normalization(str(tmp_path / "norm.json"), *fit_video_normalization(items))
     views = ("image", "image_2")
     train = Compose(
         [
@@ -449,7 +450,7 @@ def test_bundle_pipeline_uint8_then_normalised_on_device(demo, tmp_path):
     from monai_contrastive.networks import InputNormalization
 
     items = load_echonet_filelist(demo, "TRAIN")
-    mean, std = video_data.fit_video_normalization(items)
+    mean, std = fit_video_normalization(items)
     fill = [int(round(m)) for m in mean]
     views = RandClipViewsd("image", 2, 32, 2, pad=12, pad_value=fill, view_keys=["image", "image_2"])
     train = Compose([LoadVideod("image", cache_dir=str(tmp_path / "cache"), as_tensor=False), views])

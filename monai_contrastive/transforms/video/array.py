@@ -39,7 +39,8 @@ from monai.data import MetaTensor
 from monai.transforms import RandomizableTransform, Transform
 from monai.utils import get_equivalent_dtype
 
-from monai_contrastive.data.video import VideoCache, load_normalization, read_video
+from monai_contrastive.data.video import VideoCache, read_video
+from monai_contrastive.data.video_stats import load_normalization
 
 __all__ = [
     "LoadVideo",
@@ -331,11 +332,11 @@ class AllClips(ClipSample):
 class NormalizeVideo(Transform):
     """
     Per-channel normalisation ``(x - mean[c]) / std[c]`` of a (C, T, H, W) video or (V, C, T, H, W) stack of clips,
-    with the statistics of :py:func:`~monai_contrastive.data.video.fit_video_normalization` (0-255 scale).
+    with the statistics of :py:func:`~monai_contrastive.data.video_stats.fit_video_normalization` (0-255 scale).
 
     Args:
         mean: one value per channel (or one for all), or the path of a JSON written by
-            :py:func:`~monai_contrastive.data.video.save_normalization` (then ``std`` must be ``None``).
+            :py:func:`~monai_contrastive.data.video_stats.save_normalization` (then ``std`` must be ``None``).
         std: one value per channel (or one for all).
         dtype: output dtype (float32).
 
