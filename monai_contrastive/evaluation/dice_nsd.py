@@ -5,10 +5,11 @@ segmentation network on labelled cases, scored on each case's original label gri
 Conventions (FLARE22-style reports):
 
 - organs are the label values ``1 .. num_classes - 1``; 0 is background and is not scored.
-- an organ absent from a case's ground truth has no Dice or NSD for that case: both are NaN, the case is counted
-  as ``absent`` for that organ and left out of the organ's mean. A prediction of that absent organ is counted as a
-  ``false_positive`` for the organ (a count column of the reports), not folded into the Dice (FLARE22's script
-  scores it 0, and an absent organ correctly not predicted 1; this averages neither into the organ means).
+- an organ absent from a case's ground truth but predicted scores Dice 0 and NSD 0 (a hallucinated organ: the
+  convention of MONAI's ``DiceMetric(ignore_empty=False)`` and of the FLARE22 evaluation script), is counted as a
+  ``false_positive`` and lowers the organ's and the case's mean.
+- an organ absent from both the ground truth and the prediction has no Dice or NSD for that case (NaN): it is counted
+  as ``absent`` and left out of the means (the reports say how many cases were left out per organ).
 - an organ present in the ground truth but not predicted scores Dice 0 and NSD 0.
 - NSD (Nikolov et al., 2021, "Clinically applicable segmentation of head and neck anatomy for radiotherapy", Eq. in
   Methods "Surface DSC") is MONAI's ``compute_surface_dice`` (the function behind ``SurfaceDiceMetric``): the
@@ -126,8 +127,8 @@ def segmentation_metrics(
     Returns:
         ``{"dice": [...], "nsd": [...], "absent": [...], "false_positive": [...], "gt_voxels": [...],
         "pred_voxels": [...]}``, each a list of ``num_classes - 1`` entries, organ ``c`` at index ``c - 1``;
-        ``dice`` / ``nsd`` are NaN where ``absent`` (no ground-truth voxel); ``false_positive`` is True where the
-        organ is absent but predicted.
+        ``absent`` is True where the ground truth has no voxel of the organ; ``false_positive`` where it is absent
+        but predicted, and then ``dice`` / ``nsd`` are 0; absent and not predicted, they are NaN (left out of means).
 
     Raises:
         ValueError: shapes differ or do not match ``spacing``, values outside ``[0, num_classes)``, or a tolerance
@@ -148,7 +149,7 @@ def segmentation_metrics(
         gm, pm = g == c, p == c
         n_gt, n_pred = int(gm.sum()), int(pm.sum())
         if n_gt == 0:
-            dice = nsd = math.nan
+            dice = nsd = 0.0 if n_pred else math.nan
         elif n_pred == 0:
             dice = nsd = 0.0  # MONAI gives the same, with a warning per call
         else:

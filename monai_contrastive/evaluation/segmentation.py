@@ -95,9 +95,11 @@ class SegmentationEvaluation:
     Writes to ``output_dir``:
 
     - ``seg_metrics.csv``: one row per case and organ: case, phase, organ, dice, nsd, absent, false_positive,
-      gt_voxels, pred_voxels (NaN Dice / NSD where the organ is absent from the ground truth);
-    - ``seg_metrics.json``: per organ Dice and NSD mean ± std over the cases where it is present, ``n_absent`` and
-      ``n_false_positive``; ``overall``: mean ± std over cases of each case's mean over its present organs; the
+      gt_voxels, pred_voxels (Dice / NSD 0 where the organ is predicted but not in the ground truth, NaN where it is
+      in neither);
+    - ``seg_metrics.json``: per organ Dice and NSD mean ± std over the cases where it is in the ground truth or the
+      prediction, ``n_absent`` and ``n_false_positive``; ``overall``: mean ± std over cases of each case's mean over
+      its organs in the ground truth or the prediction; the
       same per phase; per case means; ``n_cases``; the tolerances used;
     - ``seg_metrics.md``: the per-organ, per-phase and per-case tables;
     - ``seg_overlay.png``: for each case (up to ``overlay_max_cases``) the axial slice with the most ground-truth

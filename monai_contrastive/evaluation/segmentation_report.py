@@ -51,7 +51,8 @@ def _fmt(s: Mapping, digits: int = 4) -> str:
 
 
 def _organ_summary(rows: Sequence[OrganRow], organs: Sequence[str]) -> dict:
-    """Per organ: Dice and NSD summaries over the cases where it is present, absent and false-positive counts."""
+    """Per organ: Dice and NSD summaries over the cases where it is in the ground truth or predicted (a predicted
+    organ that the ground truth lacks scores 0), absent (not in the ground truth) and false-positive counts."""
     out = {}
     for organ in organs:
         r = [row for row in rows if row.organ == organ]
@@ -79,7 +80,7 @@ def summarise_segmentation(
     Args:
         rows: one record per case and organ.
         per_case: case name -> ``{"phase", "dice", "nsd", "n_absent", "n_false_positive"}`` (means over the case's
-            present organs).
+            organs in the ground truth or the prediction).
         organs: organ names, in label order.
         tolerances: the NSD tolerance (mm) of each organ.
         num_classes, checkpoint, use_subvoxels: recorded as they are.
@@ -141,7 +142,9 @@ def write_segmentation_report(
         md,
         table,
         f"Segmentation, {result['n_cases']} cases: Dice and NSD (tolerance in mm: {tol}), mean ± std over the "
-        "cases where the organ is present",
+        "cases where the organ is in the ground truth or the prediction (FLARE/MONAI convention: predicted but not in "
+        "the ground truth scores 0, counted under 'false positives'; in neither is left out, counted in 'absent' "
+        "minus 'false positives')",
         ["dice", "nsd", "n", "absent", "false positives"],
     )
     if result["phases"]:
@@ -169,7 +172,7 @@ def write_segmentation_report(
     write_metrics_table(
         md,
         cases,
-        "Per case (mean over the organs present)",
+        "Per case (mean over the organs in the ground truth or the prediction)",
         ["phase", "dice", "nsd", "absent", "false positives"],
         append=True,
     )

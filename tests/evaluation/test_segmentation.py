@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from monai.inferers import SliceInferer
-from monai.metrics import DiceMetric, SurfaceDiceMetric
+from monai.metrics import DiceMetric, SurfaceDiceMetric, compute_dice
 from monai.transforms import (
     Activationsd,
     AsDiscreted,
@@ -48,7 +48,11 @@ def test_dice_by_counting_absent_and_false_positive():
     label[5:7, 1:3, 5:7] = 3  # organ 3 present but missed
     m = segmentation_metrics(torch.as_tensor(pred)[None], label, 5, spacing=(1.0, 1.0, 1.0))
     assert m["dice"][0] == pytest.approx(2 * 18 / (27 + 27))
-    assert math.isnan(m["dice"][1]) and math.isnan(m["nsd"][1])
+    # FLARE/MONAI convention: predicted but absent from the ground truth scores 0 (MONAI's Dice with
+    # ignore_empty=False gives the same), absent from both is NaN and left out of the means
+    assert m["dice"][1] == 0.0 and m["nsd"][1] == 0.0
+    fp = torch.as_tensor(pred == 2)[None, None].float(), torch.as_tensor(label == 2)[None, None].float()
+    assert float(compute_dice(*fp, include_background=True, ignore_empty=False)[0, 0]) == 0.0
     assert m["dice"][2] == 0.0 and m["nsd"][2] == 0.0
     assert math.isnan(m["dice"][3])  # organ 4: absent and not predicted
     assert m["absent"] == [False, True, False, True]
@@ -267,17 +271,19 @@ def test_segmentation_evaluation_end_to_end(tmp_path):
     liver, spleen = result["organs"]["liver"], result["organs"]["spleen"]
     assert liver["dice"]["mean"] == pytest.approx((a["dice"][0] + b["dice"][0]) / 2)
     assert liver["dice"]["std"] == pytest.approx(abs(a["dice"][0] - b["dice"][0]) / math.sqrt(2))
-    assert spleen["dice"] == {"mean": pytest.approx(a["dice"][1]), "std": 0.0, "n": 1}  # NaN of case b left out
+    # case b predicts the spleen that its ground truth lacks: it scores 0 and lowers the spleen's mean and b's mean
+    assert b["dice"][1] == 0.0 and b["nsd"][1] == 0.0
+    assert spleen["dice"]["mean"] == pytest.approx(a["dice"][1] / 2) and spleen["dice"]["n"] == 2
     assert spleen["n_absent"] == 1 and spleen["n_false_positive"] == 1 and liver["n_absent"] == 0
-    case_means = [(a["nsd"][0] + a["nsd"][1]) / 2, b["nsd"][0]]
+    case_means = [(a["nsd"][0] + a["nsd"][1]) / 2, b["nsd"][0] / 2]
     assert result["overall"]["nsd"]["mean"] == pytest.approx(sum(case_means) / 2)
     assert set(result["phases"]) == {"arterial", "portal_venous"}
-    assert result["phases"]["portal_venous"]["organs"]["spleen"]["dice"]["mean"] is None
+    assert result["phases"]["portal_venous"]["organs"]["spleen"]["dice"]["mean"] == 0.0
     assert result["phases"]["portal_venous"]["organs"]["spleen"]["n_false_positive"] == 1
-    assert result["cases"]["case_b"]["dice"] == pytest.approx(b["dice"][0])
+    assert result["cases"]["case_b"]["dice"] == pytest.approx(b["dice"][0] / 2)
     md = (out / "seg_metrics.md").read_text()
     assert "| spleen |" in md and "Per contrast phase" in md and "| case_b | portal_venous |" in md
-    assert "n/a" in md  # spleen in the portal-venous phase: absent from its only case
+    assert "false positives" in md and "scores 0" in md
 
 
 def test_prediction_not_inverted_names_the_case(tmp_path):
