@@ -704,8 +704,8 @@ def write_report(out_md: str, result: dict) -> str:
         "momentum/queue handlers not included). `supervised` = the same backbone trained plainly (`SupervisedTrainer`, "
         "SGD, L1/MSE for regression, MONAI `DiceLoss` for the CT U-Nets) on the same number of images per step.",
         "",
-        "| step | precision | `image` of the batch | images/step | median ms | p10-p90 ms | images/s | peak MiB | supervised ms | "
-        "supervised peak MiB | x supervised |",
+        "| step | precision | `image` of the batch | images/step | median ms | p10-p90 ms | images/s | peak MiB | "
+        "supervised ms | supervised peak MiB | x supervised |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["steps"]:
