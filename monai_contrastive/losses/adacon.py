@@ -58,18 +58,22 @@ def _positive_weights(
 ) -> torch.Tensor:
     """The positive mask ``(N, N)`` in ``dtype`` (1/0 for a float dtype), zero diagonal.
 
-    Comparisons written straight into a float buffer are several times faster on CPU than into a bool one followed
-    by a cast, and the losses need the float mask.
+    On the CPU, comparisons written straight into a float buffer are several times faster than into a bool one
+    followed by a cast (measured here); the losses need the float mask.
     """
     n = targets.shape[0]
-    pos = torch.empty((n, n), dtype=dtype, device=targets.device)
-    if tolerance != 0:
-        torch.le((targets[:, None] - targets[None, :]).abs_(), tolerance, out=pos)
+    if targets.device.type == "cpu":
+        pos = torch.empty((n, n), dtype=dtype, device=targets.device)
+        if tolerance != 0:
+            torch.le((targets[:, None] - targets[None, :]).abs_(), tolerance, out=pos)
+        else:
+            torch.eq(targets[:, None], targets[None, :], out=pos)
+    elif tolerance != 0:
+        pos = ((targets[:, None] - targets[None, :]).abs_() <= tolerance).to(dtype)
     else:
-        torch.eq(targets[:, None], targets[None, :], out=pos)
+        pos = (targets[:, None] == targets[None, :]).to(dtype)
     if ids is not None and _ids_add_positives(targets, ids, tolerance):
-        same_id = torch.empty_like(pos)
-        torch.eq(ids[:, None], ids[None, :], out=same_id)
+        same_id = (ids[:, None] == ids[None, :]).to(dtype)
         if dtype == torch.bool:
             pos |= same_id
         else:
@@ -188,11 +192,12 @@ class _MarginSupConFunction(torch.autograd.Function):
     def backward(ctx, grad):
         z, exp, pos, row_sum, n_pos = ctx.saved_tensors
         s = ctx.scale
-        w = torch.where(n_pos > 0, grad * s, torch.zeros_like(grad))
-        g = exp * (w / torch.where(row_sum > 0, row_sum, torch.ones_like(row_sum)))[:, None]
-        g.addcmul_(pos, (w / n_pos.clamp(min=1))[:, None], value=-1.0)
-        dz = g @ z
-        dz.addmm_(g.t(), z)
+        with _fp32():  # a backward called inside an autocast region must not run these matmuls in half precision
+            w = torch.where(n_pos > 0, grad.to(z.dtype) * s, torch.zeros_like(row_sum))
+            g = exp * (w / torch.where(row_sum > 0, row_sum, torch.ones_like(row_sum)))[:, None]
+            g.addcmul_(pos, (w / n_pos.clamp(min=1))[:, None], value=-1.0)
+            dz = g @ z
+            dz.addmm_(g.t(), z)
         return dz, None, None, None, None
 
 

@@ -328,3 +328,14 @@ def test_tiny_softmax_terms_do_not_change_the_loss_at_scale_150():
     per, valid = _plain_autograd_adacon(z, phi, ids, y, 150.0)
     ours = AdaptiveMarginContrastiveLoss(scale=150.0, reduction="none")(z, phi, ids, y)
     torch.testing.assert_close(ours, torch.where(valid, per, torch.zeros_like(per)), rtol=1e-12, atol=1e-12)
+
+
+def test_backward_inside_cpu_autocast_stays_float32():
+    """The hand-written backward leaves autocast too: a backward called inside a bf16 region gives the fp32 gradient."""
+    z, y, ids, phi = _batch(dim=64)
+    z = z.float().requires_grad_(True)
+    (g_ref,) = torch.autograd.grad(AdaptiveMarginContrastiveLoss()(z, phi.float(), ids, y.float()), z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (g,) = torch.autograd.grad(AdaptiveMarginContrastiveLoss()(z, phi.float(), ids, y.float()), z)
+    assert g.dtype == torch.float32
+    torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-7)
