@@ -669,6 +669,7 @@ def machine_info(device: torch.device) -> dict:
         "monai": monai.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "load_start": os.getloadavg()[0],
     }
     if device.type == "cuda":
@@ -693,7 +694,8 @@ def write_report(out_md: str, result: dict) -> str:
         f"- device: {i['device']}; GPU: {i['gpu']}" + (f", {i['gpu_memory_gib']} GiB" if i["gpu_memory_gib"] else ""),
         f"- CPU: {i['cpu']}, {i['nproc']} cores, torch threads {i['torch_threads']}; load average (1 min) at start "
         f"{i['load_start']:.2f}, at end {result['load_end']:.2f}",
-        f"- python {i['python']}, torch {i['torch']}, CUDA {i['cuda']}, cuDNN {i['cudnn']}, monai {i['monai']}",
+        f"- python {i['python']}, torch {i['torch']}, CUDA {i['cuda']}, cuDNN {i['cudnn']} (benchmark mode "
+        f"{i['cudnn_benchmark']}), monai {i['monai']}",
         f"- timing: {result['warmup']} warm-up calls, then {result['repeats']} rounds with the cases of a table "
         "interleaved; median and p10-p90; peak memory = `torch.cuda.max_memory_allocated` over the warm-up (n/a on "
         "the CPU)",
@@ -772,7 +774,8 @@ def run_suite(args: argparse.Namespace) -> dict:
         device = torch.device("cpu")
     elif torch.cuda.is_available():
         device = torch.device("cuda:0")
-        torch.backends.cudnn.benchmark = True
+        # the bundles leave cudnn.benchmark off; --cudnn-benchmark measures whether it should become a GPU default
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
     else:
         raise SystemExit("gpu_suite: no CUDA device; run with --smoke for the CPU smoke run.")
     warmup, repeats = (1, 3) if args.smoke else (args.warmup, args.repeats)
@@ -829,6 +832,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out-dir", default=os.path.join(HERE, "results"), help="where gpu_suite[_smoke].{md,json} go")
     p.add_argument("--warmup", type=int, default=3, help="warm-up calls per case (GPU run)")
     p.add_argument("--repeats", type=int, default=10, help="timed rounds per table (GPU run; >= 5)")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True (GPU run)")
     p.add_argument("--work-dir", default="", help="demo data and caches of section 2 (default: a temporary folder)")
     args = p.parse_args(argv)
     args.command = "python benchmarks/gpu_suite.py " + " ".join(sys.argv[1:] if argv is None else argv)
