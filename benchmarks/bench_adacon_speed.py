@@ -1,10 +1,13 @@
 """Speed of the AdaCon loss and of an AdaCon training step (Dai et al., IEEE TMI; BMD setting of §IV).
 
-(a) Loss forward + backward for N = 64 and N = 1024 views (D = 128, unit embeddings, 8 views per sample, float32)
-    on the CPU (and on CUDA when available), median over repeats after a warm-up, against:
-    - a naive Python double loop over (anchor, other) pairs of eq. 6 (N = 64 only, to show the vectorisation);
-    - pytorch-metric-learning's ``SupConLoss`` (temperature 1 / s, classes = sample ids) as a peer reference;
-    - this package's ``SupConLoss`` (AdaCon with the margin off) to show the cost of the adaptive margin.
+(a) Loss forward + backward for N = 64 ... 4096 views (D = 128, unit embeddings, 8 views per sample, float32) on
+    the CPU (and on CUDA when available), the cases of one N interleaved round by round after a warm-up, median and
+    p10-p90 of the times and of the per-round ratios to AdaCon, against:
+    - pytorch-metric-learning's ``SupConLoss`` (temperature 1 / s, classes = sample ids) as the peer;
+    - eq. 6 as plain vectorised autograd code (the best plain implementation, and this package's before the
+      hand-written backward);
+    - this package's ``SupConLoss`` (AdaCon with the margin off) to show the cost of the adaptive margin;
+    - a naive Python double loop over (anchor, other) pairs of eq. 6 (N = 64 only, to show the vectorisation).
 (b) A full training step of EfficientNet-B1 (128 x 128, 1 channel, 8 samples x 8 views = 64 images, SGD) through
     ``MultiViewTrainer`` and ``MultiTaskRegressionLoss``: regression only (no contrastive loss) vs regression + AdaCon
     (gamma_con = 0.005) on the same views, interleaved round by round so that machine load drifts hit both equally.
@@ -13,7 +16,8 @@
 
 Usage::
 
-    python benchmarks/bench_adacon_speed.py                 # writes benchmarks/results/adacon_speed.md
+    python benchmarks/bench_adacon_speed.py                 # writes benchmarks/results/adacon_speed.{md,json}
+    python benchmarks/bench_adacon_speed.py --skip-train    # (a) only; keeps the file's section (b)
     python benchmarks/bench_adacon_speed.py --steps 5 --repeats 30 --out /tmp/adacon_speed.md
 
 About 1.5 min on 2 idle cores with the defaults (a training step of 64 images takes ~3 s there); a loaded machine
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -143,7 +148,32 @@ def naive_adacon(z: torch.Tensor, phi: torch.Tensor, ids: torch.Tensor, labels: 
     return torch.stack(per_anchor).mean()
 
 
-def bench_losses(device: torch.device, sizes: list[int], repeats: int, warmup: int, naive_repeats: int) -> list[dict]:
+def plain_autograd_adacon(
+    z: torch.Tensor, phi: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor, s: float = SCALE
+):
+    """Eq. 6 as the best plain vectorised autograd code (bool masks, ``torch.logsumexp``), the package's
+    implementation before its backward was written by hand: the baseline a user would write."""
+    n = z.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    pos = ((labels[:, None] == labels[None, :]) | (ids[:, None] == ids[None, :])) & ~eye
+    cos = z @ z.t()
+    logits = s * cos + s * 2.0 * (phi[:, None] - phi[None, :]).abs().masked_fill(pos, 0.0)
+    log_denom = torch.logsumexp(logits.masked_fill(eye, float("-inf")), dim=1)
+    log_prob = s * cos - log_denom[:, None]
+    n_pos = pos.sum(1)
+    per_anchor = -torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(1) / n_pos.clamp(min=1)
+    return per_anchor[n_pos > 0].mean()
+
+
+OURS = "AdaCon (this package)"
+PEER = "SupConLoss (pytorch-metric-learning)"
+
+
+def bench_losses(
+    device: torch.device, sizes: list[int], repeats: int, warmup: int, naive_repeats: int, max_seconds: float
+) -> list[dict]:
+    """Loss forward + backward per N; the cases of one N run interleaved (one call of each per round, the order
+    rotating), so a change of machine load hits all alike; per-round ratios to AdaCon are paired."""
     try:
         from pytorch_metric_learning.losses import SupConLoss as PMLSupConLoss
     except ImportError:  # pragma: no cover
@@ -162,37 +192,76 @@ def bench_losses(device: torch.device, sizes: list[int], repeats: int, warmup: i
 
             return _f
 
-        cases = [
-            ("AdaCon (this package, vectorised)", run(lambda: adacon(z, phi, ids, labels)), repeats),
-            ("SupCon (this package, margin off)", run(lambda: supcon(z, phi, ids, labels)), repeats),
-        ]
+        cases = {
+            OURS: run(lambda: adacon(z, phi, ids, labels)),
+            "SupCon (this package, margin off)": run(lambda: supcon(z, phi, ids, labels)),
+            "AdaCon, plain vectorised autograd": run(lambda: plain_autograd_adacon(z, phi, ids, labels)),
+        }
         if PMLSupConLoss is not None:
             pml = PMLSupConLoss(temperature=1.0 / SCALE)
-            cases.append(("SupConLoss (pytorch-metric-learning 2.x)", run(lambda: pml(z, ids)), repeats))
+            cases[PEER] = run(lambda: pml(z, ids))
+        ref = float(adacon(z0, phi, ids, labels))
+        plain = float(plain_autograd_adacon(z0, phi, ids, labels))
+        assert abs(ref - plain) <= 1e-4 * max(1.0, abs(ref)), f"plain autograd {plain} != ours {ref}"
+        names = list(cases)
+        for _ in range(warmup):
+            for name in names:
+                cases[name]()
+        _sync(device)
+        times: dict[str, list[float]] = {name: [] for name in names}
+        loads: list[float] = []
+        t_start = time.perf_counter()
+        r = 0
+        while r < repeats and (r < 5 or time.perf_counter() - t_start < max_seconds):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            with OtherLoad() as other:
+                for name in order:
+                    times[name] += time_fn(cases[name], device, 1, 0)
+            loads.append(other.value)
+            r += 1
+        for name in names:
+            ratios = [t / o for t, o in zip(times[name], times[OURS])]
+            rows.append(_row(device, n, name, times[name], loads, ratios))
+            print(
+                f"[loss] {device.type} N={n:5d} {name:40s} median {rows[-1]['median']:9.3f} ms, "
+                f"x{rows[-1]['ratio_median']:.2f} of AdaCon",
+                flush=True,
+            )
         if n <= 64 and device.type == "cpu":
-            ref = float(adacon(z0, phi, ids, labels))
             got = float(naive_adacon(z0, phi, ids, labels))
             assert abs(ref - got) <= 1e-4 * max(1.0, abs(ref)), f"naive loop {got} != vectorised {ref}"
-            naive = run(lambda: naive_adacon(z, phi, ids, labels))
-            cases.append(("AdaCon, naive Python double loop", naive, naive_repeats))
-        for name, fn, reps in cases:
             with OtherLoad() as other:
-                times = time_fn(fn, device, reps, warmup)
+                t_naive = time_fn(run(lambda: naive_adacon(z, phi, ids, labels)), device, naive_repeats, 2)
+            ours_med = statistics.median(times[OURS])
             rows.append(
-                {
-                    "device": device.type,
-                    "n": n,
-                    "name": name,
-                    "median": statistics.median(times),
-                    "min": min(times),
-                    "p10": _quantile(times, 0.1),
-                    "p90": _quantile(times, 0.9),
-                    "repeats": reps,
-                    "other_load": other.value,
-                }
+                _row(
+                    device,
+                    n,
+                    "AdaCon, naive Python double loop",
+                    t_naive,
+                    [other.value],
+                    [t / ours_med for t in t_naive],
+                )
             )
-            print(f"[loss] {device.type} N={n:5d} {name:45s} median {rows[-1]['median']:9.3f} ms", flush=True)
     return rows
+
+
+def _row(device, n, name, times, loads, ratios) -> dict:
+    return {
+        "device": device.type,
+        "n": n,
+        "name": name,
+        "median": statistics.median(times),
+        "min": min(times),
+        "p10": _quantile(times, 0.1),
+        "p90": _quantile(times, 0.9),
+        "repeats": len(times),
+        "ratio_median": statistics.median(ratios),
+        "ratio_p10": _quantile(ratios, 0.1),
+        "ratio_p90": _quantile(ratios, 0.9),
+        "other_load": statistics.median(loads),
+        "times_ms": times,
+    }
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -384,28 +453,48 @@ def write_markdown(path: str, info: dict, command: str, loss_rows: list[dict], t
         "",
         f"Random unit embeddings, D = {DIM}, {VIEWS} views per sample (N / {VIEWS} samples with distinct labels), "
         f"float32, s = {SCALE:g} (pytorch-metric-learning: temperature 1/{SCALE:g}, classes = sample ids). "
-        "Time of `loss(...)` + `.backward()` to the embeddings; median (p10-p90) in ms over the given repeats after "
-        f"{meta['loss_warmup']} warm-up calls.",
+        "Time of `loss(...)` + `.backward()` to the embeddings, in ms. The cases of one N run interleaved: "
+        f"{meta['loss_warmup']} warm-up rounds, then rounds of one call of each case (order rotating each round) "
+        f"until {meta['loss_repeats']} rounds or, after at least 5, {meta['loss_max_seconds']:g} s. "
+        "`x AdaCon` = this case's time / AdaCon's time in the same round (median and p10-p90 of those paired "
+        "ratios; above 1 = slower than AdaCon). `plain vectorised autograd` is eq. 6 written as ordinary torch ops "
+        "(bool masks, `torch.logsumexp`, autograd backward), i.e. this package's loss before the hand-written "
+        "backward.",
         "",
-        "| device | N | loss | median ms | min ms | p10-p90 ms | repeats | median vs AdaCon | other load (cores) |",
+        "| device | N | loss | median ms | p10-p90 ms | rounds | x AdaCon, median | x AdaCon, p10-p90 | other load |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in loss_rows:
-        base = next(
-            x["median"]
-            for x in loss_rows
-            if x["device"] == r["device"] and x["n"] == r["n"] and "AdaCon (" in x["name"]
-        )
         lines.append(
-            f"| {r['device']} | {r['n']} | {r['name']} | {r['median']:.3f} | {r['min']:.3f} | "
-            f"{r['p10']:.3f}-{r['p90']:.3f} | "
-            f"{r['repeats']} | {r['median'] / base:.2f}x | {r['other_load']:.2f} |"
+            f"| {r['device']} | {r['n']} | {r['name']} | {r['median']:.3f} | {r['p10']:.3f}-{r['p90']:.3f} | "
+            f"{r['repeats']} | {r['ratio_median']:.2f} | {r['ratio_p10']:.2f}-{r['ratio_p90']:.2f} | "
+            f"{r['other_load']:.2f} |"
         )
+    peer = [r for r in loss_rows if r["name"] == PEER]
+    if peer:
+        lines += [
+            "",
+            "Peer time / AdaCon time per N (paired per round; >= 1 means AdaCon is at least as fast):",
+            "",
+            "| device | N | AdaCon median ms | peer median ms | peer / AdaCon, median | p10-p90 |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in peer:
+            ours = next(x for x in loss_rows if x["device"] == r["device"] and x["n"] == r["n"] and x["name"] == OURS)
+            lines.append(
+                f"| {r['device']} | {r['n']} | {ours['median']:.3f} | {r['median']:.3f} | {r['ratio_median']:.2f} | "
+                f"{r['ratio_p10']:.2f}-{r['ratio_p90']:.2f} |"
+            )
+    lines += [
+        "",
+        "`other load` = CPU used by other processes during the rounds (cores; median over rounds).",
+    ]
     if not any(r["device"] == "cuda" for r in loss_rows):
         lines += ["", "CUDA: not available on this machine, no GPU numbers."]
     lines += [
         "",
-        "The naive loop computes the same value as the vectorised loss (checked to 1e-4 before timing).",
+        "The naive loop and the plain autograd version compute the same value as AdaCon (checked to 1e-4 before "
+        "timing).",
         "",
     ]
     if train is not None:
@@ -500,13 +589,20 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=10, help="timed training rounds per configuration (>= 5 advised)")
     p.add_argument("--warmup-steps", type=int, default=2, help="untimed training rounds")
-    p.add_argument("--repeats", type=int, default=30, help="timed loss calls (>= 20 advised)")
+    p.add_argument("--repeats", type=int, default=30, help="timed loss rounds per N (>= 5)")
     p.add_argument("--naive-repeats", type=int, default=20, help="timed calls of the naive loop")
-    p.add_argument("--loss-warmup", type=int, default=5, help="untimed loss calls")
-    p.add_argument("--sizes", type=int, nargs="+", default=[64, 1024], help="numbers of views N for (a)")
+    p.add_argument("--loss-warmup", type=int, default=3, help="untimed loss rounds per N")
+    p.add_argument("--loss-max-seconds", type=float, default=60.0, help="stop timed loss rounds (after 5) past this")
+    p.add_argument(
+        "--sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048, 4096], help="numbers of views N"
+    )
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--max-train-seconds", type=float, default=360.0, help="stop timed rounds (after 5) past this")
-    p.add_argument("--skip-train", action="store_true", help="only the loss benchmark (a)")
+    p.add_argument(
+        "--skip-train",
+        action="store_true",
+        help="only the loss benchmark (a); section (b) of an existing --out file is kept, marked with its date",
+    )
     p.add_argument("--out", default=os.path.join(here, "results", "adacon_speed.md"), help="markdown output")
     args = p.parse_args(argv)
     command = "python " + " ".join([os.path.relpath(sys.argv[0])] + (sys.argv[1:] if argv is None else argv))
@@ -518,7 +614,9 @@ def main(argv: list[str] | None = None) -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda:0")] if torch.cuda.is_available() else [])
     loss_rows = []
     for dev in devices:
-        loss_rows += bench_losses(dev, args.sizes, args.repeats, args.loss_warmup, args.naive_repeats)
+        loss_rows += bench_losses(
+            dev, args.sizes, args.repeats, args.loss_warmup, args.naive_repeats, args.loss_max_seconds
+        )
     train = None
     if not args.skip_train:
         train = bench_train_step(
@@ -530,10 +628,33 @@ def main(argv: list[str] | None = None) -> None:
         "load_start": load_start,
         "load_end": _loadavg(),
         "loss_warmup": args.loss_warmup,
+        "loss_repeats": args.repeats,
+        "loss_max_seconds": args.loss_max_seconds,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    kept = _kept_train_section(args.out) if train is None else None
     path = write_markdown(args.out, info, command, loss_rows, train, meta)
+    if kept:
+        with open(path, "a") as f:
+            f.write("\n" + kept)
+    with open(os.path.splitext(path)[0] + ".json", "w") as f:
+        json.dump({"info": info, "command": command, "meta": meta, "loss": loss_rows, "train": train}, f, indent=1)
     print(open(path).read())
+
+
+def _kept_train_section(path: str) -> str | None:
+    """Section (b) of an earlier results file, headed by that run's date, for a run with ``--skip-train``."""
+    if not os.path.isfile(path):
+        return None
+    text = open(path).read()
+    if "## (b)" not in text:
+        return None
+    date = next((line for line in text.splitlines() if line.startswith("- date:")), "- date: unknown")
+    section = text[text.index("## (b)") :]
+    if section.startswith("## (b) (kept from"):
+        return section
+    head, rest = section.split("\n", 1)
+    return f"{head} (kept from an earlier run, not re-run with this command; {date[2:]})\n{rest}"
 
 
 if __name__ == "__main__":

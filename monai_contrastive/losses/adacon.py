@@ -17,6 +17,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torch.nn.modules.loss import _Loss
 
 from monai_contrastive.distributed import gather_for_loss
@@ -31,12 +32,54 @@ def positive_mask(
 
     ``pos[i, j]`` is True for ``j != i`` when i and j share an id or ``|t_i - t_j| <= tolerance``.
     """
+    eye = torch.eye(targets.shape[0], dtype=torch.bool, device=targets.device)
+    return _positive_mask(targets, ids, tolerance), eye
+
+
+def _positive_mask(targets: torch.Tensor, ids: torch.Tensor | None, tolerance: float) -> torch.Tensor:
+    """The positive mask of :func:`positive_mask`, built in place (one bool ``(N, N)`` buffer)."""
+    return _positive_weights(targets, ids, tolerance, torch.bool)
+
+
+def _ids_add_positives(targets: torch.Tensor, ids: torch.Tensor, tolerance: float) -> bool:
+    """Whether two rows with one id can have targets that are not positives anyway (O(N log N), no N x N mask).
+
+    Views of one sample carry one label, so usually the id mask adds nothing and need not be built.
+    """
+    _, inverse = torch.unique(ids, return_inverse=True)
+    lo = torch.full_like(targets, float("inf")).scatter_reduce_(0, inverse, targets, "amin")
+    hi = torch.full_like(targets, float("-inf")).scatter_reduce_(0, inverse, targets, "amax")
+    spread = hi[inverse] - lo[inverse]
+    return bool((spread > abs(tolerance)).any() or not torch.isfinite(spread).all())
+
+
+def _positive_weights(
+    targets: torch.Tensor, ids: torch.Tensor | None, tolerance: float, dtype: torch.dtype
+) -> torch.Tensor:
+    """The positive mask ``(N, N)`` in ``dtype`` (1/0 for a float dtype), zero diagonal.
+
+    On the CPU, comparisons written straight into a float buffer are several times faster than into a bool one
+    followed by a cast (measured here); the losses need the float mask.
+    """
     n = targets.shape[0]
-    eye = torch.eye(n, dtype=torch.bool, device=targets.device)
-    pos = (targets[:, None] - targets[None, :]).abs() <= tolerance
-    if ids is not None:
-        pos = pos | (ids[:, None] == ids[None, :])
-    return pos & ~eye, eye
+    if targets.device.type == "cpu":
+        pos = torch.empty((n, n), dtype=dtype, device=targets.device)
+        if tolerance != 0:
+            torch.le((targets[:, None] - targets[None, :]).abs_(), tolerance, out=pos)
+        else:
+            torch.eq(targets[:, None], targets[None, :], out=pos)
+    elif tolerance != 0:
+        pos = ((targets[:, None] - targets[None, :]).abs_() <= tolerance).to(dtype)
+    else:
+        pos = (targets[:, None] == targets[None, :]).to(dtype)
+    if ids is not None and _ids_add_positives(targets, ids, tolerance):
+        same_id = (ids[:, None] == ids[None, :]).to(dtype)
+        if dtype == torch.bool:
+            pos |= same_id
+        else:
+            torch.maximum(pos, same_id, out=pos)
+    pos.diagonal().fill_(0)
+    return pos
 
 
 def _fp32() -> contextlib.ExitStack:
@@ -99,6 +142,65 @@ def _prepare(embeddings, ecdf, ids, labels, gather: bool):
     return embeddings, ecdf, labels, ids
 
 
+_EXP_FLOOR = -60.0
+
+
+class _MarginSupConFunction(torch.autograd.Function):
+    """Per-anchor SupCon / AdaCon losses (eq. 1 / eq. 6) with a hand-written backward.
+
+    Autograd through the plain expression keeps about ten ``(N, N)`` temporaries alive (cosines, logits, margins,
+    masked logits, log-probabilities, their masked copy) and replays each one in the backward pass. Here the
+    forward pass turns the one cosine matrix into ``exp(logit - row max)`` in place (a fused log-sum-exp) and the
+    backward pass needs one more ``(N, N)`` buffer:
+
+    ``dL_i / dcos_ij = s (softmax_ij - pos_ij / |P(i)|)`` for an anchor with a positive (0 otherwise), the softmax
+    taken over ``a != i`` of the logits ``s (cos_ia + d_ia)``; ``cos = z z^T`` gives ``dz = (G + G^T) z``.
+
+    Inputs: ``z`` ``(N, D)``; ``offset`` ``(N, N)`` added to ``s * cos`` (the margins ``s d``) or None; ``pos``
+    ``(N, N)`` 0/1 in z's dtype, zero diagonal; ``n_pos`` ``(N,)`` its row sums; ``scale`` ``s``.
+    Output: ``(N,)``, 0 for anchors without a positive. Eq. 6's per-anchor term is ``log_denom_i - s mean_p cos_ip``.
+    """
+
+    @staticmethod
+    def forward(ctx, z, offset, pos, n_pos, scale):
+        logits = z @ z.t()
+        # sum of the positives' cosines per anchor, before the cosines are overwritten
+        pos_cos = (pos * logits).sum(1)
+        logits.mul_(scale)
+        if offset is not None:
+            logits.add_(offset)
+        logits.diagonal().fill_(float("-inf"))
+        row_max = logits.amax(1)
+        # a row with no other sample (N = 1) is all -inf; it has no positive either
+        row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+        # exp() below about -87 (float32) takes a slow path (subnormal results), 100x slower here, and subnormal
+        # entries of the backward's gradient matrix slow its matmuls as much; terms below e^-60 of the row's largest
+        # are raised to e^-60: that changes the row sum (>= 1) by at most N e^-60 (1e-22 at N = 10^4), below
+        # float32 and float64 rounding
+        exp = logits.sub_(row_max[:, None]).clamp_(min=_EXP_FLOOR).exp_()
+        exp.diagonal().fill_(0.0)
+        row_sum = exp.sum(1)
+        valid = n_pos > 0
+        log_denom = row_max + row_sum.log()
+        per_anchor = torch.where(valid, log_denom - scale * pos_cos / n_pos.clamp(min=1), torch.zeros_like(row_max))
+        ctx.scale = scale
+        ctx.save_for_backward(z, exp, pos, row_sum, n_pos)
+        return per_anchor
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        z, exp, pos, row_sum, n_pos = ctx.saved_tensors
+        s = ctx.scale
+        with _fp32():  # a backward called inside an autocast region must not run these matmuls in half precision
+            w = torch.where(n_pos > 0, grad.to(z.dtype) * s, torch.zeros_like(row_sum))
+            g = exp * (w / torch.where(row_sum > 0, row_sum, torch.ones_like(row_sum)))[:, None]
+            g.addcmul_(pos, (w / n_pos.clamp(min=1))[:, None], value=-1.0)
+            dz = g @ z
+            dz.addmm_(g.t(), z)
+        return dz, None, None, None, None
+
+
 class AdaptiveMarginContrastiveLoss(_Loss):
     """AdaCon adaptive-margin contrastive loss (Dai et al., eq. 6, with the margin of eq. 4).
 
@@ -111,8 +213,9 @@ class AdaptiveMarginContrastiveLoss(_Loss):
     have at least one positive (a scale factor only). An anchor without a positive (a single-view batch of unique
     labels) contributes nothing; if no anchor has a positive the loss is an exact zero that still carries a graph.
     The denominator is a log-sum-exp in float32 outside autocast, so the loss stays finite at ``s = 150`` under
-    fp16/bf16 mixed precision. With ``margin=False`` (or ``margin_scale=0``) this is exactly SupCon with temperature
-    ``1 / s`` (eq. 1).
+    fp16/bf16 mixed precision. Forward and backward are fused by hand (:class:`_MarginSupConFunction`): two
+    ``(N, N)`` buffers besides the masks, no autograd graph over ``(N, N)`` temporaries. With ``margin=False`` (or
+    ``margin_scale=0``) this is exactly SupCon with temperature ``1 / s`` (eq. 1).
 
     Args:
         scale: ``s``, the temperature scaling factor (150 in the authors' published LVEF code; the paper gives no
@@ -160,26 +263,20 @@ class AdaptiveMarginContrastiveLoss(_Loss):
         with _fp32():
             z = _upcast(embeddings)
             phi = ecdf.to(z.dtype)
-            pos, eye = positive_mask(_targets(name, labels, phi, self.tolerance), ids, self.tolerance)
-            cos = z @ z.t()
-            logits = self.scale * cos
+            pos = _positive_weights(_targets(name, labels, phi, self.tolerance), ids, self.tolerance, z.dtype)
+            offset = None
             if self.margin and self.margin_scale != 0:
-                # eq. 4; d = 0 for positives (Appendix A, eq. 14)
-                d = self.margin_scale * (phi[:, None] - phi[None, :]).abs()
-                logits = logits + self.scale * d.masked_fill(pos, 0.0)
-            log_denom = torch.logsumexp(logits.masked_fill(eye, float("-inf")), dim=1)
-            # a row with no other sample (N = 1) has an empty denominator (-inf); it has no positive either
-            log_denom = log_denom.masked_fill(~torch.isfinite(log_denom), 0.0)
-            log_prob = self.scale * cos - log_denom[:, None]
+                # eq. 4, times s; d = 0 for positives (Appendix A, eq. 14): offset * (1 - pos), in place
+                offset = (phi[:, None] - phi[None, :]).abs_().mul_(self.scale * self.margin_scale)
+                offset.addcmul_(offset, pos, value=-1.0)
             n_pos = pos.sum(1)
-            # where, not a product with the mask: 0 * inf would give NaN
-            per_anchor = -torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(1) / n_pos.clamp(min=1)
-            valid = n_pos > 0
+            per_anchor = _MarginSupConFunction.apply(z, offset, pos, n_pos, self.scale)
             if self.reduction == "none":
-                return torch.where(valid, per_anchor, torch.zeros_like(per_anchor))
-            if not valid.any():
+                return per_anchor
+            n_valid = (n_pos > 0).sum()
+            if n_valid == 0:
                 return (z * 0.0).sum()
-            return per_anchor[valid].mean()
+            return per_anchor.sum() / n_valid
 
 
 class SupConLoss(AdaptiveMarginContrastiveLoss):
