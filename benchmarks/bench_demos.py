@@ -135,7 +135,7 @@ def write_report(results: dict, path: str, argv: list[str]) -> None:
         "",
         f"- machine: {meta['nproc']} CPU cores (`{meta['cpu']}`), no GPU; Python {meta['python']}, "
         f"torch {meta['torch']}, monai {meta['monai']}",
-        f"- command: `python {' '.join([os.path.relpath(sys.argv[0], ROOT)] + argv)}`",
+        f"- command: `python {results.get('_command') or ' '.join([os.path.relpath(sys.argv[0], ROOT)] + argv)}`",
         "",
         "## Regression demos",
         "",
@@ -161,8 +161,8 @@ def write_report(results: dict, path: str, argv: list[str]) -> None:
         "",
         "## Segmentation demos",
         "",
-        "Mean over test volumes of each volume's mean over the organs in its ground truth or its prediction (FLARE/MONAI "
-        "convention: a predicted organ that the ground truth lacks scores 0), ± std over volumes; NSD at the "
+        "Mean over test volumes of each volume's mean over the organs in its ground truth or its prediction "
+        "(FLARE/MONAI convention: a predicted organ that the ground truth lacks scores 0), ± std over volumes; NSD at the "
         "tolerances the bundle's evaluation uses (FLARE22's per-organ values for the CT bundles).",
         "",
         "| bundle | test mean Dice | test mean NSD | test volumes | wall time | load (start/end) | commit | date |",
@@ -208,6 +208,7 @@ def main() -> None:
     if args.report_only:
         write_report(results, args.out, sys.argv[1:])
         return
+    results["_command"] = " ".join(["benchmarks/bench_demos.py"] + sys.argv[1:])
     for name in args.bundles:
         print(f"== demo {name}", flush=True)
         results[name] = run_demo(name, args.work_dir, args.threads)
