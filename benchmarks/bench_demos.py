@@ -162,8 +162,8 @@ def write_report(results: dict, path: str, argv: list[str]) -> None:
         "## Segmentation demos",
         "",
         "Mean over test volumes of each volume's mean over the organs in its ground truth or its prediction "
-        "(FLARE/MONAI convention: a predicted organ that the ground truth lacks scores 0), ± std over volumes; NSD at the "
-        "tolerances the bundle's evaluation uses (FLARE22's per-organ values for the CT bundles).",
+        "(FLARE/MONAI convention: a predicted organ that the ground truth lacks scores 0), ± std over volumes; NSD at "
+        "the tolerances the bundle's evaluation uses (FLARE22's per-organ values for the CT bundles).",
         "",
         "| bundle | test mean Dice | test mean NSD | test volumes | wall time | load (start/end) | commit | date |",
         "|---|---:|---:|---:|---:|---|---|---|",
