@@ -13,7 +13,16 @@
 
 from __future__ import annotations
 
-from .array import FelzenszwalbSuperpixels, LoadVolume, ValidateCT, body_mask, ct_name
+from .array import (
+    FelzenszwalbSuperpixels,
+    LoadVolume,
+    OrganPatches,
+    PercentileNormalize,
+    RandResizedCrop,
+    ValidateCT,
+    body_mask,
+    ct_name,
+)
 from .dictionary import (
     FelzenszwalbSuperpixelsd,
     FelzenszwalbSuperpixelsD,
@@ -21,6 +30,15 @@ from .dictionary import (
     LoadVolumed,
     LoadVolumeD,
     LoadVolumeDict,
+    OrganPatchesd,
+    OrganPatchesD,
+    OrganPatchesDict,
+    PercentileNormalized,
+    PercentileNormalizeD,
+    PercentileNormalizeDict,
+    RandResizedCropd,
+    RandResizedCropD,
+    RandResizedCropDict,
     ResampleToSpacingd,
     ResampleToSpacingD,
     ResampleToSpacingDict,
@@ -40,6 +58,18 @@ __all__ = [
     "LoadVolumed",
     "LoadVolumeD",
     "LoadVolumeDict",
+    "OrganPatches",
+    "OrganPatchesd",
+    "OrganPatchesD",
+    "OrganPatchesDict",
+    "PercentileNormalize",
+    "PercentileNormalized",
+    "PercentileNormalizeD",
+    "PercentileNormalizeDict",
+    "RandResizedCrop",
+    "RandResizedCropd",
+    "RandResizedCropD",
+    "RandResizedCropDict",
     "ResampleToSpacingd",
     "ResampleToSpacingD",
     "ResampleToSpacingDict",
