@@ -24,6 +24,9 @@ from .array import (
     ct_name,
 )
 from .dictionary import (
+    CoarseSegmentd,
+    CoarseSegmentD,
+    CoarseSegmentDict,
     FelzenszwalbSuperpixelsd,
     FelzenszwalbSuperpixelsD,
     FelzenszwalbSuperpixelsDict,
@@ -49,6 +52,9 @@ from .dictionary import (
 )
 
 __all__ = [
+    "CoarseSegmentd",
+    "CoarseSegmentD",
+    "CoarseSegmentDict",
     "FelzenszwalbSuperpixels",
     "FelzenszwalbSuperpixelsd",
     "FelzenszwalbSuperpixelsD",

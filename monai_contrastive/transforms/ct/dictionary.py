@@ -72,6 +72,9 @@ from monai_contrastive.transforms.ct.array import (
 )
 
 __all__ = [
+    "CoarseSegmentd",
+    "CoarseSegmentD",
+    "CoarseSegmentDict",
     "FelzenszwalbSuperpixelsd",
     "FelzenszwalbSuperpixelsD",
     "FelzenszwalbSuperpixelsDict",
@@ -460,3 +463,52 @@ class RandResizedCropd(RandomizableTransform, MapTransform):
 
 
 RandResizedCropD = RandResizedCropDict = RandResizedCropd
+
+
+class CoarseSegmentd(MapTransform):
+    """DCC-CL §3.1: the coarse multi-organ mask ``A = Coarse(X)`` of a whole volume, written under ``output_key``.
+
+    ``image_key`` holds the normalised volume ``(1, H, W, D)``; the network sees it resized to ``spatial_size`` (see
+    :func:`~monai_contrastive.networks.coarse_logits`) and its argmax, back on the volume's grid, is stored as a
+    ``uint8`` MetaTensor with the image's metadata. Deterministic, so a ``PersistentDataset`` caches it (key the
+    cache folder by the coarse checkpoint's digest so that a retrained coarse network is not served stale masks).
+
+    Args:
+        image_key: the normalised CT.
+        network: the trained coarse network (put in eval mode here).
+        spatial_size: its low-resolution input size.
+        output_key: where the mask goes.
+        device: where the coarse network runs.
+    """
+
+    def __init__(
+        self,
+        image_key: str,
+        network: torch.nn.Module,
+        spatial_size: Sequence[int],
+        output_key: str = "coarse",
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__([image_key])
+        self.image_key = image_key
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+        self.spatial_size = [int(s) for s in spatial_size]
+        self.output_key = output_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from monai.data import MetaTensor
+
+        from monai_contrastive.networks.dcc import coarse_logits
+
+        d = dict(data)
+        img = d[self.image_key]
+        x = torch.as_tensor(img.as_tensor() if hasattr(img, "as_tensor") else img, dtype=torch.float32)
+        with torch.no_grad():
+            mask = coarse_logits(self.network, x[None].to(self.device), self.spatial_size).argmax(1)
+        mask = mask.to(torch.uint8).cpu()
+        d[self.output_key] = MetaTensor(mask, meta=dict(img.meta)) if isinstance(img, MetaTensor) else mask
+        return d
+
+
+CoarseSegmentD = CoarseSegmentDict = CoarseSegmentd
