@@ -14,6 +14,7 @@ from .datalist import (
     share_worker_tempdir,
 )
 from .echonet import load_echo_split, load_echonet_filelist, load_video_datalist
+from .patches import FlattenedPatchDataset
 from .segmentation import list_images, load_image_items, load_segmentation_datalist, take_items
 from .synthetic_bmd import generate_bmd_demo
 from .synthetic_ct import generate_ct_demo
@@ -39,6 +40,7 @@ DEMO_GENERATORS: dict[str, str] = {
 }
 
 __all__ = [
+    "FlattenedPatchDataset",
     "file_digest",
     "item_file_hash",
     "load_image_items",

@@ -7,11 +7,15 @@ from __future__ import annotations
 from .clustering import RegionClusteringEvaluation, cluster_slice, region_clustering_scores
 from .cross_validation import CrossValidationEvaluation
 from .holdout import HoldoutEvaluation
+from .multiphase import organ_embedding_pca, paired_wilcoxon, print_dice_per_phase
 from .reporting import report_predictions, report_validation
 from .segmentation import FLARE22_NSD_TOLERANCE_MM, SegmentationEvaluation, segmentation_metrics
 from .tables import write_fold_report, write_metrics_table
 
 __all__ = [
+    "organ_embedding_pca",
+    "paired_wilcoxon",
+    "print_dice_per_phase",
     "RegionClusteringEvaluation",
     "cluster_slice",
     "region_clustering_scores",

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.inferers import Inferer
 
 from monai_contrastive.networks.dcc import coarse_logits
@@ -152,4 +153,6 @@ class CoarseToFineInferer(Inferer):
                 votes[:, half : half + h, half : half + w], cover[:, half : half + h, half : half + w]
             )
         onehot = F.one_hot(labels, self.num_classes).permute(3, 0, 1, 2)[None].float()
+        if isinstance(inputs, MetaTensor):  # keep the metadata (affine, applied operations) that Invertd inverts
+            onehot = MetaTensor(onehot).copy_meta_from(inputs)
         return onehot

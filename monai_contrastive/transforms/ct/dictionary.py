@@ -325,7 +325,8 @@ class OrganPatchesd(Randomizable, MapTransform):
     organ's binary coarse mask), ``label_key`` ``(1, P, P)`` (the organ's binary ground truth, when the item has a
     label), ``organ_key`` (int64, the organ class), and the copied per-volume keys ``copy_keys`` (``phase``,
     ``case``...) when present. With ``phases`` the item's ``phase`` (a name) is also written as its index under
-    ``phase_index_key``; an item without one raises a ``ValueError`` naming its image file when ``require_phase``.
+    ``phase_index_key``, with ``organ * len(phases) + phase index`` (one class per organ and phase, the
+    multi-label positives of AGCL) under ``organ_phase_key``; an item without one raises a ``ValueError`` naming its image file when ``require_phase``.
 
     Args:
         image_key: the normalised CT ``(1, H, W, D)``.
@@ -336,6 +337,7 @@ class OrganPatchesd(Randomizable, MapTransform):
         phases: phase names in index order (e.g. ``["non-contrast", "arterial", "venous", "delayed"]``).
         phase_key: item key of the phase name.
         phase_index_key: output key of the phase index.
+        organ_phase_key: output key of the joint organ-phase class.
         require_phase: an item without a phase is an error (pretraining on organ + phase labels).
         copy_keys: per-volume keys copied into every patch item.
         kwargs: :py:class:`~monai_contrastive.transforms.ct.array.OrganPatches`'s arguments.
@@ -351,6 +353,7 @@ class OrganPatchesd(Randomizable, MapTransform):
         phases: Sequence[str] | None = None,
         phase_key: str = "phase",
         phase_index_key: str = "phase_index",
+        organ_phase_key: str = "organ_phase",
         require_phase: bool = False,
         copy_keys: Sequence[str] = ("phase", "case"),
         **kwargs: Any,
@@ -364,6 +367,7 @@ class OrganPatchesd(Randomizable, MapTransform):
         self.phases = list(phases) if phases is not None else None
         self.phase_key = phase_key
         self.phase_index_key = phase_index_key
+        self.organ_phase_key = organ_phase_key
         self.require_phase = require_phase
         self.copy_keys = list(copy_keys)
         self.sampler = OrganPatches(**kwargs)
@@ -418,6 +422,8 @@ class OrganPatchesd(Randomizable, MapTransform):
             item[self.organ_key] = torch.tensor(organ, dtype=torch.long)
             if phase_index is not None:
                 item[self.phase_index_key] = torch.tensor(phase_index, dtype=torch.long)
+                n_phases = len(self.phases or [])
+                item[self.organ_phase_key] = torch.tensor(organ * n_phases + phase_index, dtype=torch.long)
             out.append(item)
         return out
 
