@@ -33,7 +33,8 @@ def print_dice_per_phase(metrics_json: str) -> dict[str, float]:
         d, n = r["overall"]["dice"], r["overall"].get("nsd", {})
         out[phase] = float(d["mean"])
         lines.append(
-            f"  {phase:<14} n={r['n_cases']:<3} Dice {d['mean']:.3f} +- {d['std']:.3f}   NSD {n.get('mean', math.nan):.3f}"
+            f"  {phase:<14} n={r['n_cases']:<3} Dice {d['mean']:.3f} +- {d['std']:.3f}   "
+            f"NSD {n.get('mean', math.nan):.3f}"
         )
     d = report["overall"]["dice"]
     out["all"] = float(d["mean"])

@@ -326,7 +326,8 @@ class OrganPatchesd(Randomizable, MapTransform):
     label), ``organ_key`` (int64, the organ class), and the copied per-volume keys ``copy_keys`` (``phase``,
     ``case``...) when present. With ``phases`` the item's ``phase`` (a name) is also written as its index under
     ``phase_index_key``, with ``organ * len(phases) + phase index`` (one class per organ and phase, the
-    multi-label positives of AGCL) under ``organ_phase_key``; an item without one raises a ``ValueError`` naming its image file when ``require_phase``.
+    multi-label positives of AGCL) under ``organ_phase_key``; an item without one raises a ``ValueError`` naming
+    its image file when ``require_phase``.
 
     Args:
         image_key: the normalised CT ``(1, H, W, D)``.
