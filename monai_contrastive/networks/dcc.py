@@ -136,14 +136,16 @@ def load_coarse_network(network: nn.Module, ckpt_path: str, num_classes: int, da
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
     own = network.state_dict()
-    for k, v in own.items():
-        if k in state and tuple(state[k].shape) != tuple(v.shape):
-            saved = f" ({state[k].shape[0] - 1} organs)" if state[k].ndim == 1 and v.ndim == 1 else ""
-            where = f" of datalist {datalist}" if datalist else ""
-            raise ValueError(
-                f"coarse checkpoint {ckpt_path} does not fit the {num_classes - 1} organs{where}: tensor {k!r} has "
-                f"shape {tuple(state[k].shape)}{saved}, the coarse network for {num_classes} classes needs "
-                f"{tuple(v.shape)}. Retrain the coarse stage on this datalist."
-            )
+    bad = [k for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if bad:
+        # a 1-D tensor of the output layer (its bias) holds the checkpoint's class count
+        k = next((b for b in bad if own[b].ndim == 1 and own[b].shape[0] == num_classes), bad[0])
+        saved = f" ({state[k].shape[0] - 1} organs)" if state[k].ndim == 1 else ""
+        where = f" of datalist {datalist}" if datalist else ""
+        raise ValueError(
+            f"coarse checkpoint {ckpt_path} does not fit the {num_classes - 1} organs{where}: tensor {k!r} has "
+            f"shape {tuple(state[k].shape)}{saved}, the coarse network for {num_classes} classes needs "
+            f"{tuple(own[k].shape)}. Retrain the coarse stage on this datalist."
+        )
     network.load_state_dict(state)
     return network.eval()
