@@ -175,7 +175,7 @@ def bench_pipeline(args) -> dict:
             "amp": False,
         }
     )
-    volumes = parser.get_parsed_content("train#volumes")
+    volumes = parser.get_parsed_content("train#dataset")
     organ_patches = parser.get_parsed_content("organ_patches")
     views = parser.get_parsed_content("views")
     batch = int(parser.get_parsed_content("batch_size"))
@@ -197,7 +197,7 @@ def bench_pipeline(args) -> dict:
         patches_from(volumes)
         warm_times.append(time.perf_counter() - t0)
     warm = statistics.median(warm_times)
-    flat = parser.get_parsed_content("train#dataset")
+    flat = parser.get_parsed_content("train#patches")
     loader = DataLoader(flat, batch_size=batch, shuffle=True, num_workers=0, drop_last=True)
     mem_times = []
     for _ in range(args.pipe_repeats):

@@ -72,7 +72,7 @@ def test_coarse_pretrain_train_evaluate_infer(bundle, workflow, tmp_path):
 
     # 2. DCC pretraining on organ patches of the training + unlabelled volumes
     wf = workflow(bundle, ["pretrain.json"], **TINY, **PRETRAIN, epochs=2)
-    dataset = wf.parser.get_parsed_content("train#dataset")
+    dataset = wf.parser.get_parsed_content("train#patches")
     n_iter = len(dataset) // PRETRAIN["batch_size"]  # drop_last
     assert n_iter >= 1
     net = wf.parser.get_parsed_content("network")
