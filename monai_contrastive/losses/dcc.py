@@ -55,9 +55,12 @@ def attention_mean_intensity(
             f"attention_mean_intensity: image (N, C, H, W) and attention (N, 1, H, W) of the same views expected, got "
             f"{tuple(image.shape)} and {tuple(attention.shape)}."
         )
-    region = (attention > threshold).to(image.dtype)
-    count = region.flatten(1).sum(1) * image.shape[1]  # |phi| counts pixels x channels (eq. 1 sums over c)
-    total = (image * region).flatten(1).sum(1)
+    region = attention > threshold
+    # torch.where instead of a float mask product: one pass, no (N, C, H, W) float temporary besides the result
+    total = torch.where(region, image, torch.zeros((), dtype=image.dtype, device=image.device)).flatten(1).sum(1)
+    count = (
+        region.flatten(1).sum(1).to(image.dtype) * image.shape[1]
+    )  # |phi| counts pixels x channels (eq. 1 sums over c)
     valid = count > 0
     return torch.where(valid, total / count.clamp(min=1), torch.zeros_like(total)), valid
 
@@ -155,8 +158,11 @@ class DynamicContrastCorrelationLoss(_Loss):
                 f"{self.image_channels} and attention channel {self.attention_channel}, got {tuple(image.shape)}."
             )
         dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
-        img = image[:, self.image_channels].to(dtype)
-        att = image[:, self.attention_channel : self.attention_channel + 1].to(dtype)
+        if len(self.image_channels) == 1:  # a view, not a copy
+            img = image[:, self.image_channels[0] : self.image_channels[0] + 1].to(dtype)
+        else:
+            img = image[:, self.image_channels].to(dtype)
+        att = image[:, self.attention_channel : self.attention_channel + 1]
         return attention_mean_intensity(img, att, self.attention_threshold)
 
     def forward(
@@ -182,6 +188,16 @@ class DynamicContrastCorrelationLoss(_Loss):
                 got = None if image is None else tuple(image.shape)
                 raise ValueError(f"DynamicContrastCorrelationLoss: the {n_rows} views' input is needed, got {got}.")
             d, valid = self.intensities(image.to(embedding.device))
+        return self.from_intensities(embedding, d, valid, sample_id)
+
+    def from_intensities(
+        self, embedding: torch.Tensor, d: torch.Tensor, valid: torch.Tensor, sample_id: torch.Tensor
+    ) -> torch.Tensor:
+        """eq. 2 and 4 from the views' eq. 1 intensities ``d`` ``(2n,)`` and their ``valid`` flags (``forward``
+        computes them from the input; this entry skips that, e.g. when they come precomputed)."""
+        sample_id = sample_id.reshape(-1).to(embedding.device)
+        d = d.reshape(-1).to(embedding.device)
+        valid = valid.reshape(-1).to(embedding.device)
         if self.gather_distributed:
             embedding, d, valid, sample_id = gather_for_loss(embedding, d, valid.float(), local_ids=sample_id)
             valid = valid > 0.5

@@ -158,7 +158,7 @@ def test_volume_without_phase_is_named_for_phase_objectives(bundle, workflow, tm
         cache_dir=str(tmp_path / "cache"),
     )
     with pytest.raises(Exception) as info:
-        wf.parser.get_parsed_content("train#dataset")
+        wf.parser.get_parsed_content("train#patches")
     msgs = _chain(info.value)
     assert any(os.path.basename(item["image"]) in m and "phase" in m for m in msgs), msgs
 
