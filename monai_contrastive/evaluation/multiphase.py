@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_contrastive.io import atomic_path, atomic_write_json
+
 __all__ = ["organ_embedding_pca", "paired_wilcoxon", "print_dice_per_phase"]
 
 
@@ -95,8 +97,7 @@ def paired_wilcoxon(metrics_a: str, metrics_b: str, output_file: str | None = No
     print(f"paired Wilcoxon ({metric}, B - A) over {r['n']} cases: {r['mean_diff']:+.4f}, p = {r['p_value']}")
     if output_file:
         os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
-        with open(output_file, "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_json(result, output_file)
     return result
 
 
@@ -187,6 +188,7 @@ def organ_embedding_pca(
             ax.legend(fontsize=6, loc="best")
     fig.suptitle("organ-patch encoder features, PCA, coloured by contrast phase", fontsize=9)
     os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
-    fig.savefig(output_file, format="png")
+    with atomic_path(output_file, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
     print(f"wrote the organ embedding PCA figure to {output_file}")
     return {"path": output_file, "n_patches": len(items), "explained_variance": explained}
