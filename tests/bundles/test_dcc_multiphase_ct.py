@@ -189,3 +189,49 @@ def test_truncated_volume_is_named(bundle, workflow, tmp_path):
     with pytest.raises(Exception) as info:
         wf.parser.get_parsed_content("train#dataset")
     assert any("cut.nii.gz" in m for m in _chain(info.value)), _chain(info.value)
+
+
+def test_verify_net_in_out(bundle):
+    """As zoo CI runs it (n=1): the served DeepLabV3+ maps (1, 2, 32n, 32n) patches to (1, 1, 32n, 32n) logits."""
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=os.path.join(bundle, "configs", "metadata.json"),
+        config_file=os.path.join(bundle, "configs", "inference.json"),
+        n=2,
+        device="cpu",
+        bundle_root=bundle,
+        encoder_name="resnet18",
+    )
+
+
+def test_every_config_loads_volumes_with_named_errors(bundle):
+    """Plain LoadImaged does not name a truncated .nii.gz (nibabel fails lazily): every config uses LoadVolumed."""
+    for name in ("coarse.json", "pretrain.json", "train.json", "evaluate.json", "inference.json"):
+        text = open(os.path.join(bundle, "configs", name)).read()
+        assert '"LoadImaged"' not in text, name
+        assert "monai_contrastive.transforms.ct.LoadVolumed" in text, name
+
+
+def test_no_code_path_downloads_weights(monkeypatch):
+    """encoder_weights=None everywhere: building the pretraining and segmentation networks touches no URL."""
+    import torch.hub
+
+    from monai_contrastive.networks import dcc_pretraining_net
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"download attempted: {args} {kwargs}")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    try:
+        import huggingface_hub
+
+        monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse)
+    except ImportError:
+        pass
+    for method in ("simclr", "ce", "agcl", "dcc"):
+        assert isinstance(dcc_pretraining_net(method, "resnet50"), torch.nn.Module)
+    net = dcc_segmentation_net("resnet50", encoder_weights="imagenet")  # overridden: never downloaded
+    assert net.eval()(torch.zeros(1, 2, 64, 64)).shape == (1, 1, 64, 64)
