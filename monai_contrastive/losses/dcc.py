@@ -73,10 +73,13 @@ def contrast_correlation_weights(d: torch.Tensor, valid: torch.Tensor | None = N
     invalid ``d`` (empty attention region) has weight 1.
     """
     d = d.reshape(-1)
-    w = (1.0 - (d[:, None] - d[None, :]).abs()).clamp(0.0, 1.0)
+    w = torch.cdist(d[:, None], d[:, None], p=1)  # |d_i - d_j| in one pass
+    w = w.neg_().add_(1.0).clamp_(0.0, 1.0)
     if valid is not None:
-        valid = valid.reshape(-1).to(torch.bool)
-        w = torch.where(valid[:, None] & valid[None, :], w, torch.ones_like(w))
+        invalid = ~valid.reshape(-1).to(torch.bool)
+        if bool(invalid.any()):
+            w[invalid] = 1.0
+            w[:, invalid] = 1.0
     return w
 
 
@@ -206,24 +209,24 @@ class DynamicContrastCorrelationLoss(_Loss):
             return self._loss(embedding.to(dtype), d.to(dtype), valid, sample_id)
 
     def _loss(self, z: torch.Tensor, d: torch.Tensor, valid: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        n = z.shape[0]
-        eye = torch.eye(n, dtype=torch.bool, device=z.device)
-        pos = (ids[:, None] == ids[None, :]) & ~eye
-        w = contrast_correlation_weights(d.detach(), valid) if self.weighting != "none" else None
-        sim = z @ z.t()
-        if self.weighting == "eq4":
-            logits = sim * w / self.temperature
-            log_den = torch.logsumexp(logits.masked_fill(eye, float("-inf")), dim=1)
+        # (2n, 2n) work in place where autograd allows: at 2n = 4096 each temporary is 64 MB
+        logits = z @ z.t()
+        if self.weighting != "none":
+            w = contrast_correlation_weights(d.detach(), valid)
+            if self.weighting == "eq4":
+                logits = logits * w
+        logits = logits / self.temperature
+        logits = logits.masked_fill(torch.eye(logits.shape[0], dtype=torch.bool, device=z.device), float("-inf"))
+        if self.weighting == "denominator":
+            log_den = torch.logsumexp(logits + torch.log(w.clamp_(min=1e-12)), dim=1)
         else:
-            logits = sim / self.temperature
-            masked = logits.masked_fill(eye, float("-inf"))
-            if self.weighting == "denominator":
-                masked = masked + torch.log(w.clamp(min=1e-12))
-            log_den = torch.logsumexp(masked, dim=1)
-        log_prob = logits - log_den[:, None]
+            log_den = torch.logsumexp(logits, dim=1)
+        pos = ids[:, None] == ids[None, :]
+        pos.fill_diagonal_(False)
         n_pos = pos.sum(1)
         has_pos = n_pos > 0
-        per_anchor = -torch.where(pos, log_prob, torch.zeros_like(log_prob)).sum(1) / n_pos.clamp(min=1)
+        pos_mean = torch.where(pos, logits, torch.zeros((), dtype=logits.dtype, device=z.device)).sum(1)
+        per_anchor = log_den - pos_mean / n_pos.clamp(min=1)
         if self.weighting == "denominator":
             per_anchor = per_anchor * (self.temperature / self.base_temperature)
         per_anchor = torch.where(has_pos, per_anchor, torch.zeros_like(per_anchor))
