@@ -20,6 +20,7 @@ from .echonet import load_echo_split, load_echonet_filelist, load_video_datalist
 from .formats import dicom_photometric_interpretation, is_dicom_file
 from .labels import item_labels, label_statistics
 from .loaders import CheckedThreadDataLoader
+from .patches import FlattenedPatchDataset
 from .segmentation import inference_items, list_images, load_image_items, load_segmentation_datalist, take_items
 from .video import VideoCache, check_video_files, read_video, video_header
 from .video_preparation import prepare_video_training
@@ -46,6 +47,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "FlattenedPatchDataset",
     "dicom_photometric_interpretation",
     "file_digest",
     "generated_dataset_cached",

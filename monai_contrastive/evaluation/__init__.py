@@ -8,12 +8,16 @@ from .clustering import RegionClusteringEvaluation, cluster_slice, region_cluste
 from .cross_validation import CrossValidationEvaluation
 from .dice_nsd import FLARE22_NSD_TOLERANCE_MM, segmentation_metrics
 from .holdout import HoldoutEvaluation
+from .multiphase import organ_embedding_pca, paired_wilcoxon, print_dice_per_phase
 from .reporting import report_heldout_test, report_predictions, report_validation
 from .segmentation import SegmentationEvaluation
 from .segmentation_report import OrganRow
 from .tables import write_fold_report, write_metrics_table
 
 __all__ = [
+    "organ_embedding_pca",
+    "paired_wilcoxon",
+    "print_dice_per_phase",
     "RegionClusteringEvaluation",
     "cluster_slice",
     "region_clustering_scores",

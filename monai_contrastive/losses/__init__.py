@@ -1,4 +1,11 @@
 from .adacon import AdaptiveMarginContrastiveLoss, AdaptiveTripletLoss, NPairLoss, SupConLoss, positive_mask
+from .dcc import (
+    PRETRAIN_METHODS,
+    DynamicContrastCorrelationLoss,
+    attention_mean_intensity,
+    contrast_correlation_weights,
+    dcc_pretraining_loss,
+)
 from .ecdf import ECDF
 from .infonce import InfoNCELoss
 from .lrc import LocalRegionContrastLoss, region_means
@@ -8,6 +15,11 @@ from .multiterm import LossTerm, MultiTermLoss
 __all__ = [
     "AdaptiveMarginContrastiveLoss",
     "AdaptiveTripletLoss",
+    "DynamicContrastCorrelationLoss",
+    "PRETRAIN_METHODS",
+    "attention_mean_intensity",
+    "contrast_correlation_weights",
+    "dcc_pretraining_loss",
     "ECDF",
     "FlatRegressionLoss",
     "InfoNCELoss",

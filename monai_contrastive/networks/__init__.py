@@ -1,5 +1,14 @@
 from .blocks import InputNormalization
 from .bundle_weights import load_bundle_weights, weights_mismatch
+from .dcc import (
+    ClassifierHead,
+    SMPEncoder,
+    coarse_logits,
+    dcc_encoder_weights_prefix,
+    dcc_pretraining_net,
+    dcc_segmentation_net,
+    load_coarse_network,
+)
 from .heads import DenseProjectionHead, ProjectionHead, StandardizedRegressionHead
 from .initialization import reinitialized_copy
 from .moco import MomentumContrastNet
@@ -10,6 +19,13 @@ from .weights import PRETRAINED_INITS, BranchWeights, load_pretrained_weights, p
 
 __all__ = [
     "BranchWeights",
+    "ClassifierHead",
+    "SMPEncoder",
+    "coarse_logits",
+    "dcc_encoder_weights_prefix",
+    "dcc_pretraining_net",
+    "dcc_segmentation_net",
+    "load_coarse_network",
     "ContrastiveNet",
     "DenseProjectionHead",
     "FeatureUNet",

@@ -13,14 +13,35 @@
 
 from __future__ import annotations
 
-from .array import FelzenszwalbSuperpixels, LoadVolume, ValidateCT, body_mask, ct_name
+from .array import (
+    FelzenszwalbSuperpixels,
+    LoadVolume,
+    OrganPatches,
+    PercentileNormalize,
+    RandResizedCrop,
+    ValidateCT,
+    body_mask,
+    ct_name,
+)
 from .dictionary import (
+    CoarseSegmentd,
+    CoarseSegmentD,
+    CoarseSegmentDict,
     FelzenszwalbSuperpixelsd,
     FelzenszwalbSuperpixelsD,
     FelzenszwalbSuperpixelsDict,
     LoadVolumed,
     LoadVolumeD,
     LoadVolumeDict,
+    OrganPatchesd,
+    OrganPatchesD,
+    OrganPatchesDict,
+    PercentileNormalized,
+    PercentileNormalizeD,
+    PercentileNormalizeDict,
+    RandResizedCropd,
+    RandResizedCropD,
+    RandResizedCropDict,
     ResampleToSpacingd,
     ResampleToSpacingD,
     ResampleToSpacingDict,
@@ -31,6 +52,9 @@ from .dictionary import (
 )
 
 __all__ = [
+    "CoarseSegmentd",
+    "CoarseSegmentD",
+    "CoarseSegmentDict",
     "FelzenszwalbSuperpixels",
     "FelzenszwalbSuperpixelsd",
     "FelzenszwalbSuperpixelsD",
@@ -40,6 +64,18 @@ __all__ = [
     "LoadVolumed",
     "LoadVolumeD",
     "LoadVolumeDict",
+    "OrganPatches",
+    "OrganPatchesd",
+    "OrganPatchesD",
+    "OrganPatchesDict",
+    "PercentileNormalize",
+    "PercentileNormalized",
+    "PercentileNormalizeD",
+    "PercentileNormalizeDict",
+    "RandResizedCrop",
+    "RandResizedCropd",
+    "RandResizedCropD",
+    "RandResizedCropDict",
     "ResampleToSpacingd",
     "ResampleToSpacingD",
     "ResampleToSpacingDict",

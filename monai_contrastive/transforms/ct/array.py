@@ -18,16 +18,26 @@ instead of letting it fail obscurely (or silently train on garbage) after resamp
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
-from monai.transforms import LoadImage, Transform
-from monai.utils import ensure_tuple
+from monai.data.meta_obj import get_track_meta
+from monai.transforms import LoadImage, Randomizable, RandomizableTransform, Transform
+from monai.utils import TransformBackends, convert_to_tensor, ensure_tuple
 
-__all__ = ["FelzenszwalbSuperpixels", "LoadVolume", "ValidateCT", "body_mask", "ct_name"]
+__all__ = [
+    "FelzenszwalbSuperpixels",
+    "LoadVolume",
+    "OrganPatches",
+    "PercentileNormalize",
+    "RandResizedCrop",
+    "ValidateCT",
+    "body_mask",
+    "ct_name",
+]
 
 
 class LoadVolume(LoadImage):
@@ -354,3 +364,217 @@ class FelzenszwalbSuperpixels(Transform):
             out = MetaTensor(out)
             out.copy_meta_from(img, copy_attr=True)
         return out
+
+
+class PercentileNormalize(Transform):
+    """DCC-CL §4.2 intensity preprocessing: a soft-tissue window, then min-max normalisation of each volume by its
+    own 1st and 99th percentiles, ``(X - X_1) / (X_99 - X_1)``.
+
+    The window clips HU to ``[window[0], window[1]]`` (-175 to 250 HU in the paper); the percentiles are those of the
+    windowed volume; values beyond them are clipped to [0, 1] (ours: the contrast correlation of eq. 2 needs
+    intensities in [0, 1] so that ``1 - |d_i - d_j|`` is a weight). A volume whose percentiles coincide (constant
+    after windowing) maps to zeros.
+
+    Args:
+        window: the HU window.
+        percentiles: the lower and upper percentile of the min-max normalisation.
+        clip: clip the normalised intensities to [0, 1].
+
+    Shapes: any; returns float32 of the same shape (MetaTensor metadata kept).
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(
+        self, window: Sequence[float] = (-175.0, 250.0), percentiles: Sequence[float] = (1.0, 99.0), clip: bool = True
+    ) -> None:
+        if len(window) != 2 or window[0] >= window[1]:
+            raise ValueError(f"PercentileNormalize: window must be (low, high) with low < high, got {window}.")
+        if len(percentiles) != 2 or not 0 <= percentiles[0] < percentiles[1] <= 100:
+            raise ValueError(f"PercentileNormalize: percentiles must be 0 <= low < high <= 100, got {percentiles}.")
+        self.window = (float(window[0]), float(window[1]))
+        self.percentiles = (float(percentiles[0]), float(percentiles[1]))
+        self.clip = clip
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        x = convert_to_tensor(img, dtype=torch.float32, track_meta=get_track_meta())
+        x = x.clamp(self.window[0], self.window[1])
+        flat = x.as_tensor().reshape(-1) if hasattr(x, "as_tensor") else x.reshape(-1)
+        # torch.quantile is limited to 2**24 elements; a whole CT volume exceeds it, so take the k-th values instead
+        lo, hi = (_percentile(flat, p) for p in self.percentiles)
+        if hi <= lo:
+            return x * 0.0
+        x = (x - lo) / (hi - lo)
+        return x.clamp(0.0, 1.0) if self.clip else x
+
+
+def _percentile(flat: torch.Tensor, q: float) -> float:
+    """Linear-interpolated ``q``-th percentile (numpy's default) of a 1D tensor of any length."""
+    n = flat.numel()
+    pos = (n - 1) * q / 100.0
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, n - 1)
+    v_lo = float(flat.kthvalue(lo + 1).values)
+    v_hi = float(flat.kthvalue(hi + 1).values) if hi != lo else v_lo
+    return v_lo + (v_hi - v_lo) * (pos - lo)
+
+
+class OrganPatches(Randomizable, Transform):
+    """DCC-CL §3.1 organ patches: for each organ class of a coarse mask, 2D axial patches centred on random voxels of
+    that organ, each with the organ's binary attention map (and, when a label is given, its binary ground truth).
+
+    Centres are drawn with MONAI's label-class crop sampling (``RandCropByLabelClasses`` with all the ratio on one
+    class, i.e. a uniformly random voxel of that organ in the coarse mask); the patch is the ``(patch, patch, 1)``
+    crop around it on the axial slice, zero-padded at the border, the slice axis dropped. Organs absent from the
+    coarse mask get no patch.
+
+    Args:
+        num_classes: label values including background (organ classes are ``1 .. num_classes - 1``).
+        patch_size: in-plane patch size (128 in the paper).
+        num_samples: patches per organ per call.
+        organs: organ classes to sample (default: every organ).
+
+    ``__call__(image, coarse, label=None)`` with ``(1, H, W, D)`` arrays (RAS, last axis axial) returns a list of
+    ``(organ, image_patch (1, P, P), attention (1, P, P), label_patch (1, P, P) or None)``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        patch_size: int | Sequence[int] = 128,
+        num_samples: int = 1,
+        organs: Sequence[int] | None = None,
+    ) -> None:
+        if int(num_classes) < 2:
+            raise ValueError(f"OrganPatches: num_classes must be >= 2 (background and an organ), got {num_classes}.")
+        if int(num_samples) < 1:
+            raise ValueError(f"OrganPatches: num_samples must be >= 1, got {num_samples}.")
+        self.num_classes = int(num_classes)
+        size = ensure_tuple(patch_size)
+        self.patch_size = (int(size[0]), int(size[-1]))
+        self.num_samples = int(num_samples)
+        self.organs = list(organs) if organs is not None else list(range(1, self.num_classes))
+        bad = [o for o in self.organs if not 1 <= int(o) < self.num_classes]
+        if bad:
+            raise ValueError(f"OrganPatches: organ classes {bad} outside 1..{self.num_classes - 1}.")
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> OrganPatches:
+        super().set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        pass
+
+    def __call__(
+        self, image: NdarrayOrTensor, coarse: NdarrayOrTensor, label: NdarrayOrTensor | None = None
+    ) -> list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        from monai.transforms import RandCropByLabelClasses, SpatialPad
+
+        img = _plain(image).float()
+        mask = _plain(coarse)
+        if img.ndim != 4 or mask.shape[1:] != img.shape[1:]:
+            raise ValueError(
+                f"OrganPatches: image and coarse mask must be (1, H, W, D) on one grid, got {tuple(img.shape)} and "
+                f"{tuple(mask.shape)}."
+            )
+        gt = _plain(label) if label is not None else None
+        if gt is not None and gt.shape[1:] != img.shape[1:]:
+            raise ValueError(f"OrganPatches: label {tuple(gt.shape)} and image {tuple(img.shape)} differ in shape.")
+        roi = (*self.patch_size, 1)
+        pad = SpatialPad((*self.patch_size, -1), method="symmetric")
+        out = []
+        mask_int = mask.round().long()
+        for organ in self.organs:
+            ratios = [0.0] * self.num_classes
+            ratios[organ] = 1.0
+            if not bool((mask_int == organ).any()):
+                continue
+            cropper = RandCropByLabelClasses(
+                spatial_size=roi, ratios=ratios, num_classes=self.num_classes, num_samples=self.num_samples, warn=False
+            )
+            cropper.set_random_state(state=self.R)
+            cropper.randomize(label=mask_int)
+            for c in cropper.centers:
+                sl = tuple(
+                    slice(int(ci) - r // 2, int(ci) - r // 2 + r) if r > 1 else slice(int(ci), int(ci) + 1)
+                    for ci, r in zip(c, roi)
+                )
+                parts = [img, (mask_int == organ).float()] + (
+                    [(gt.round().long() == organ).float()] if gt is not None else []
+                )
+                crops = [_crop_padded(p, sl)[..., 0] for p in parts]
+                crops = [pad(x) if x.shape[1:] != self.patch_size else x for x in crops]
+                out.append((organ, crops[0], crops[1], crops[2] if gt is not None else None))
+        return out
+
+
+def _crop_padded(x: torch.Tensor, sl: tuple[slice, ...]) -> torch.Tensor:
+    """``x[:, sl]`` where ``sl`` may reach outside ``x``: the outside is zero (patches at the image border)."""
+    shape = x.shape[1:]
+    out = torch.zeros((x.shape[0], *[s.stop - s.start for s in sl]), dtype=x.dtype)
+    src, dst = [], []
+    for s, n in zip(sl, shape):
+        a, b = max(s.start, 0), min(s.stop, n)
+        src.append(slice(a, b))
+        dst.append(slice(a - s.start, b - s.start))
+    out[(slice(None), *dst)] = x[(slice(None), *src)]
+    return out
+
+
+class RandResizedCrop(RandomizableTransform):
+    """A random crop of a random area fraction and aspect ratio, resized back to the input size (torchvision's
+    ``RandomResizedCrop``; the DCC-CL views use area scale 0.3-0.7, §3.1 and the authors' code).
+
+    ``randomize(spatial)`` draws the crop box; ``__call__(img, mode)`` applies the drawn box to one ``(C, H, W)``
+    image, so several images (a patch and its attention map) share one draw with their own interpolation modes.
+
+    Args:
+        scale: range of the crop's area as a fraction of the image's.
+        ratio: range of the crop's aspect ratio (width / height), drawn log-uniformly.
+        prob: probability of cropping (otherwise the image is returned unchanged).
+    """
+
+    def __init__(
+        self, scale: Sequence[float] = (0.3, 0.7), ratio: Sequence[float] = (3 / 4, 4 / 3), prob: float = 1.0
+    ) -> None:
+        super().__init__(prob)
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"RandResizedCrop: scale must satisfy 0 < low <= high <= 1, got {scale}.")
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+        self.box: tuple[int, int, int, int] | None = None
+
+    def randomize(self, spatial: Sequence[int]) -> None:  # type: ignore[override]
+        super().randomize(None)
+        h, w = int(spatial[0]), int(spatial[1])
+        self.box = (0, 0, h, w)
+        if not self._do_transform:
+            return
+        area = h * w
+        log_r = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):  # torchvision's rejection sampling, then a centre crop fallback
+            target = area * self.R.uniform(*self.scale)
+            aspect = math.exp(self.R.uniform(*log_r))
+            cw = int(round(math.sqrt(target * aspect)))
+            ch = int(round(math.sqrt(target / aspect)))
+            if 0 < cw <= w and 0 < ch <= h:
+                top = int(self.R.randint(0, h - ch + 1))
+                left = int(self.R.randint(0, w - cw + 1))
+                self.box = (top, left, ch, cw)
+                return
+        side = int(round(math.sqrt(area * self.scale[1])))
+        ch, cw = min(side, h), min(side, w)
+        self.box = ((h - ch) // 2, (w - cw) // 2, ch, cw)
+
+    def __call__(self, img: NdarrayOrTensor, mode: str = "bilinear", randomize: bool = True) -> torch.Tensor:
+        x = _plain(img).float()
+        if randomize:
+            self.randomize(x.shape[1:])
+        if self.box is None:
+            raise RuntimeError("RandResizedCrop: call randomize first.")
+        top, left, ch, cw = self.box
+        crop = x[:, top : top + ch, left : left + cw]
+        if crop.shape[1:] == x.shape[1:]:
+            return crop.clone()
+        kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+        return torch.nn.functional.interpolate(crop[None], size=tuple(x.shape[1:]), mode=mode, **kwargs)[0]

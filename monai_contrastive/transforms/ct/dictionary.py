@@ -45,27 +45,51 @@ import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import torch
 from monai.config import KeysCollection
 from monai.transforms import (
     LoadImaged,
     MapTransform,
     RandCropByLabelClassesd,
+    Randomizable,
+    RandomizableTransform,
     RandSpatialCropSamplesd,
     Spacingd,
     SqueezeDimd,
     Transform,
 )
-from monai.utils import PostFix, ensure_tuple
+from monai.utils import PostFix, ensure_tuple, ensure_tuple_rep
 
-from monai_contrastive.transforms.ct.array import FelzenszwalbSuperpixels, LoadVolume, ValidateCT, ct_name
+from monai_contrastive.transforms.ct.array import (
+    FelzenszwalbSuperpixels,
+    LoadVolume,
+    OrganPatches,
+    PercentileNormalize,
+    RandResizedCrop,
+    ValidateCT,
+    ct_name,
+)
 
 __all__ = [
+    "CoarseSegmentd",
+    "CoarseSegmentD",
+    "CoarseSegmentDict",
     "FelzenszwalbSuperpixelsd",
     "FelzenszwalbSuperpixelsD",
     "FelzenszwalbSuperpixelsDict",
     "LoadVolumed",
     "LoadVolumeD",
     "LoadVolumeDict",
+    "OrganPatchesd",
+    "OrganPatchesD",
+    "OrganPatchesDict",
+    "PercentileNormalized",
+    "PercentileNormalizeD",
+    "PercentileNormalizeDict",
+    "RandResizedCropd",
+    "RandResizedCropD",
+    "RandResizedCropDict",
     "ResampleToSpacingd",
     "ResampleToSpacingD",
     "ResampleToSpacingDict",
@@ -271,3 +295,227 @@ class FelzenszwalbSuperpixelsd(MapTransform):
 FelzenszwalbSuperpixelsD = FelzenszwalbSuperpixelsDict = FelzenszwalbSuperpixelsd
 
 LoadVolumeD = LoadVolumeDict = LoadVolumed
+
+
+class PercentileNormalized(MapTransform):
+    """Dictionary version of :py:class:`~monai_contrastive.transforms.ct.array.PercentileNormalize` (DCC-CL §4.2:
+    window -175..250 HU, then min-max by each volume's 1st / 99th percentiles)."""
+
+    backend = PercentileNormalize.backend
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, **kwargs: Any) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.normalize = PercentileNormalize(**kwargs)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.normalize(d[key])
+        return d
+
+
+PercentileNormalizeD = PercentileNormalizeDict = PercentileNormalized
+
+
+class OrganPatchesd(Randomizable, MapTransform):
+    """Dictionary version of :py:class:`~monai_contrastive.transforms.ct.array.OrganPatches`: one volume's item ->
+    a list of organ-patch items (MONAI's ``DataLoader`` flattens lists into the batch, as for the crop samplers).
+
+    Each output item holds ``image_key`` ``(1, P, P)`` (the image patch), ``attention_key`` ``(1, P, P)`` (the
+    organ's binary coarse mask), ``label_key`` ``(1, P, P)`` (the organ's binary ground truth, when the item has a
+    label), ``organ_key`` (int64, the organ class), and the copied per-volume keys ``copy_keys`` (``phase``,
+    ``case``...) when present. With ``phases`` the item's ``phase`` (a name) is also written as its index under
+    ``phase_index_key``, with ``organ * len(phases) + phase index`` (one class per organ and phase, the
+    multi-label positives of AGCL) under ``organ_phase_key``; an item without one raises a ``ValueError`` naming
+    its image file when ``require_phase``.
+
+    Args:
+        image_key: the normalised CT ``(1, H, W, D)``.
+        coarse_key: the coarse multi-organ mask on the image's grid (the attention source).
+        label_key: the ground-truth label map (optional per item).
+        attention_key: output key of the attention map.
+        organ_key: output key of the organ class.
+        phases: phase names in index order (e.g. ``["non-contrast", "arterial", "venous", "delayed"]``).
+        phase_key: item key of the phase name.
+        phase_index_key: output key of the phase index.
+        organ_phase_key: output key of the joint organ-phase class.
+        require_phase: an item without a phase is an error (pretraining on organ + phase labels).
+        copy_keys: per-volume keys copied into every patch item.
+        kwargs: :py:class:`~monai_contrastive.transforms.ct.array.OrganPatches`'s arguments.
+    """
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        coarse_key: str = "coarse",
+        label_key: str | None = "label",
+        attention_key: str = "attention",
+        organ_key: str = "organ",
+        phases: Sequence[str] | None = None,
+        phase_key: str = "phase",
+        phase_index_key: str = "phase_index",
+        organ_phase_key: str = "organ_phase",
+        require_phase: bool = False,
+        copy_keys: Sequence[str] = ("phase", "case"),
+        **kwargs: Any,
+    ) -> None:
+        MapTransform.__init__(self, [image_key, coarse_key])
+        self.image_key = image_key
+        self.coarse_key = coarse_key
+        self.label_key = label_key
+        self.attention_key = attention_key
+        self.organ_key = organ_key
+        self.phases = list(phases) if phases is not None else None
+        self.phase_key = phase_key
+        self.phase_index_key = phase_index_key
+        self.organ_phase_key = organ_phase_key
+        self.require_phase = require_phase
+        self.copy_keys = list(copy_keys)
+        self.sampler = OrganPatches(**kwargs)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> OrganPatchesd:
+        super().set_random_state(seed, state)
+        self.sampler.set_random_state(state=self.R)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        pass
+
+    def _name(self, d: Mapping) -> str:
+        img = d.get(self.image_key)
+        return ct_name(img, d.get(PostFix.meta(self.image_key))) or str(d.get("case", "<unnamed item>"))
+
+    def _phase_index(self, d: Mapping) -> int | None:
+        phase = d.get(self.phase_key)
+        if phase is None or phase == "":
+            if self.require_phase:
+                raise ValueError(
+                    f"OrganPatchesd: image {self._name(d)} has no {self.phase_key!r} in its datalist item; the "
+                    "organ + phase pretraining objectives (ce, agcl) need one per volume."
+                )
+            return None
+        if self.phases is None:
+            return None
+        if phase not in self.phases:
+            raise ValueError(f"OrganPatchesd: image {self._name(d)} has phase {phase!r}, not one of {self.phases}.")
+        return self.phases.index(phase)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
+        d = dict(data)
+        for key in (self.image_key, self.coarse_key):
+            if key not in d:
+                raise KeyError(f"OrganPatchesd: item {self._name(d)} has no {key!r} (keys: {sorted(map(str, d))}).")
+        phase_index = self._phase_index(d)
+        label = d.get(self.label_key) if self.label_key else None
+        patches = self.sampler(d[self.image_key], d[self.coarse_key], label)
+        if not patches:
+            raise ValueError(
+                f"OrganPatchesd: the coarse mask of image {self._name(d)} holds no organ of classes "
+                f"{self.sampler.organs}; no organ patch can be sampled (check the coarse segmentation)."
+            )
+        out = []
+        for organ, img, att, lab in patches:
+            item: dict[Hashable, Any] = {k: d[k] for k in self.copy_keys if k in d}
+            item[self.image_key] = img
+            item[self.attention_key] = att
+            if lab is not None:
+                item[self.label_key] = lab
+            item[self.organ_key] = torch.tensor(organ, dtype=torch.long)
+            if phase_index is not None:
+                item[self.phase_index_key] = torch.tensor(phase_index, dtype=torch.long)
+                n_phases = len(self.phases or [])
+                item[self.organ_phase_key] = torch.tensor(organ * n_phases + phase_index, dtype=torch.long)
+            out.append(item)
+        return out
+
+
+OrganPatchesD = OrganPatchesDict = OrganPatchesd
+
+
+class RandResizedCropd(RandomizableTransform, MapTransform):
+    """Dictionary version of :py:class:`~monai_contrastive.transforms.ct.array.RandResizedCrop`: one draw applied
+    to all ``keys`` (a view's image and attention map move together), each with its own interpolation ``mode``
+    (``"bilinear"`` for the image, ``"nearest"`` for a binary map). Use one instance per view for independent views.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        scale: Sequence[float] = (0.3, 0.7),
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
+        mode: Sequence[str] | str = "bilinear",
+        prob: float = 1.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.cropper = RandResizedCrop(scale, ratio, prob=1.0)
+        self.mode = ensure_tuple_rep(mode, len(self.keys))
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandResizedCropd:
+        super().set_random_state(seed, state)
+        self.cropper.set_random_state(state=self.R)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize(None)
+        first = self.first_key(d)
+        if first == () or not self._do_transform:
+            return d
+        self.cropper.randomize(d[first].shape[1:])
+        for key, mode in self.key_iterator(d, self.mode):
+            d[key] = self.cropper(d[key], mode=mode, randomize=False)
+        return d
+
+
+RandResizedCropD = RandResizedCropDict = RandResizedCropd
+
+
+class CoarseSegmentd(MapTransform):
+    """DCC-CL §3.1: the coarse multi-organ mask ``A = Coarse(X)`` of a whole volume, written under ``output_key``.
+
+    ``image_key`` holds the normalised volume ``(1, H, W, D)``; the network sees it resized to ``spatial_size`` (see
+    :func:`~monai_contrastive.networks.coarse_logits`) and its argmax, back on the volume's grid, is stored as a
+    ``uint8`` MetaTensor with the image's metadata. Deterministic, so a ``PersistentDataset`` caches it (key the
+    cache folder by the coarse checkpoint's digest so that a retrained coarse network is not served stale masks).
+
+    Args:
+        image_key: the normalised CT.
+        network: the trained coarse network (put in eval mode here).
+        spatial_size: its low-resolution input size.
+        output_key: where the mask goes.
+        device: where the coarse network runs.
+    """
+
+    def __init__(
+        self,
+        image_key: str,
+        network: torch.nn.Module,
+        spatial_size: Sequence[int],
+        output_key: str = "coarse",
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__([image_key])
+        self.image_key = image_key
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+        self.spatial_size = [int(s) for s in spatial_size]
+        self.output_key = output_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from monai.data import MetaTensor
+
+        from monai_contrastive.networks.dcc import coarse_logits
+
+        d = dict(data)
+        img = d[self.image_key]
+        x = torch.as_tensor(img.as_tensor() if hasattr(img, "as_tensor") else img, dtype=torch.float32)
+        with torch.no_grad():
+            mask = coarse_logits(self.network, x[None].to(self.device), self.spatial_size).argmax(1)
+        mask = mask.to(torch.uint8).cpu()
+        d[self.output_key] = MetaTensor(mask, meta=dict(img.meta)) if isinstance(img, MetaTensor) else mask
+        return d
+
+
+CoarseSegmentD = CoarseSegmentDict = CoarseSegmentd
