@@ -1,4 +1,5 @@
 from .adacon import AdaptiveMarginContrastiveLoss, AdaptiveTripletLoss, NPairLoss, SupConLoss, positive_mask
+from .clef import DecodingLoss, DiscriminativenessLoss, EquivarianceLoss, organ_one_hot
 from .ecdf import ECDF
 from .infonce import InfoNCELoss
 from .lrc import LocalRegionContrastLoss, region_means
@@ -8,6 +9,10 @@ from .multiterm import LossTerm, MultiTermLoss
 __all__ = [
     "AdaptiveMarginContrastiveLoss",
     "AdaptiveTripletLoss",
+    "DecodingLoss",
+    "DiscriminativenessLoss",
+    "EquivarianceLoss",
+    "organ_one_hot",
     "ECDF",
     "FlatRegressionLoss",
     "InfoNCELoss",

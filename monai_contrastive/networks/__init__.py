@@ -1,4 +1,5 @@
 from .blocks import InputNormalization
+from .clef import CLEFNet, CLEFSegNet, PointwiseHead, affine_warp, clef_backbone_weights
 from .heads import DenseProjectionHead, ProjectionHead, StandardizedRegressionHead
 from .moco import MomentumContrastNet
 from .nets import ContrastiveNet, FoldEnsemble, RegressionContrastiveNet, remove_classifier
@@ -7,6 +8,11 @@ from .unet import FeatureUNet, GlobalLocalUNet
 from .weights import PRETRAINED_INITS, load_pretrained_weights, pretrained_branch_weights
 
 __all__ = [
+    "CLEFNet",
+    "CLEFSegNet",
+    "PointwiseHead",
+    "affine_warp",
+    "clef_backbone_weights",
     "ContrastiveNet",
     "DenseProjectionHead",
     "FeatureUNet",

@@ -8,19 +8,40 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""CT segmentation transforms that MONAI lacks: case validation after loading, and the random axial slice sampler
-(a list of MONAI transforms) of the 2D networks."""
+"""CT segmentation transforms that MONAI lacks: case validation after loading, the random axial slice sampler (a list
+of MONAI transforms) of the 2D networks, and CLEF's preprocessing, random affine and post-processing."""
 
 from __future__ import annotations
 
-from .array import FelzenszwalbSuperpixels, LoadVolume, ValidateCT, body_mask, ct_name
+from .array import (
+    AboveHU,
+    AsOrganLabels,
+    CLEFPreprocess,
+    FelzenszwalbSuperpixels,
+    LoadVolume,
+    RandCLEFAffine,
+    ValidateCT,
+    body_mask,
+    check_ct_volume,
+    ct_name,
+    voxel_spacing,
+)
 from .dictionary import (
+    AsOrganLabelsd,
+    AsOrganLabelsD,
+    AsOrganLabelsDict,
+    CLEFPreprocessd,
+    CLEFPreprocessD,
+    CLEFPreprocessDict,
     FelzenszwalbSuperpixelsd,
     FelzenszwalbSuperpixelsD,
     FelzenszwalbSuperpixelsDict,
     LoadVolumed,
     LoadVolumeD,
     LoadVolumeDict,
+    RandCLEFAffined,
+    RandCLEFAffineD,
+    RandCLEFAffineDict,
     ResampleToSpacingd,
     ResampleToSpacingD,
     ResampleToSpacingDict,
@@ -31,6 +52,21 @@ from .dictionary import (
 )
 
 __all__ = [
+    "AboveHU",
+    "AsOrganLabels",
+    "AsOrganLabelsd",
+    "AsOrganLabelsD",
+    "AsOrganLabelsDict",
+    "CLEFPreprocess",
+    "CLEFPreprocessd",
+    "CLEFPreprocessD",
+    "CLEFPreprocessDict",
+    "RandCLEFAffine",
+    "RandCLEFAffined",
+    "RandCLEFAffineD",
+    "RandCLEFAffineDict",
+    "check_ct_volume",
+    "voxel_spacing",
     "FelzenszwalbSuperpixels",
     "FelzenszwalbSuperpixelsd",
     "FelzenszwalbSuperpixelsD",
