@@ -343,7 +343,7 @@ class CLEFPreprocessd(Compose):
     """Dictionary version of :py:class:`~monai_contrastive.transforms.ct.array.CLEFPreprocess` (CLEF §2.1): body
     mask (> ``body_threshold`` HU) of the image, crop of every key to its bounding box, resize to ``spatial_size``,
     canonical orientation, then the image clipped to ``hu_window`` and scaled to (-1, 1). Label maps (the other
-    keys) are resized with nearest neighbours. An invertible MONAI ``Compose``: ``Invertd(keys="pred",
+    keys) are resized with (centre-aligned) nearest neighbours. An invertible MONAI ``Compose``: ``Invertd(keys="pred",
     transform=<a Compose holding this>, orig_keys=image_key)`` brings a prediction back to the input's grid and
     orientation.
 
@@ -380,7 +380,8 @@ class CLEFPreprocessd(Compose):
         keys = list(ensure_tuple(keys))
         if image_key not in keys:
             raise ValueError(f"CLEFPreprocessd: image_key {image_key!r} is not among keys {keys}.")
-        modes = [image_mode if k == image_key else "nearest" for k in keys]
+        # "nearest-exact": PyTorch's "nearest" rounds down, shifting label maps by up to a voxel per resize
+        modes = [image_mode if k == image_key else "nearest-exact" for k in keys]
         size = tuple(int(s) for s in spatial_size)
         transforms: list = [
             _CheckCTd(image_key, body_threshold),
