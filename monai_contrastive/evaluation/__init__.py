@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .clustering import RegionClusteringEvaluation, cluster_slice, region_clustering_scores
 from .cross_validation import CrossValidationEvaluation
+from .flare import FLARE22_ABBREVIATIONS, flare_tables
 from .holdout import HoldoutEvaluation
 from .reporting import report_predictions, report_validation
 from .segmentation import FLARE22_NSD_TOLERANCE_MM, SegmentationEvaluation, segmentation_metrics
@@ -16,6 +17,8 @@ __all__ = [
     "cluster_slice",
     "region_clustering_scores",
     "CrossValidationEvaluation",
+    "FLARE22_ABBREVIATIONS",
+    "flare_tables",
     "FLARE22_NSD_TOLERANCE_MM",
     "HoldoutEvaluation",
     "report_predictions",

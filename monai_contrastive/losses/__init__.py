@@ -1,5 +1,5 @@
 from .adacon import AdaptiveMarginContrastiveLoss, AdaptiveTripletLoss, NPairLoss, SupConLoss, positive_mask
-from .clef import DecodingLoss, DiscriminativenessLoss, EquivarianceLoss, organ_one_hot
+from .clef import DecodingLoss, DiscriminativenessLoss, EquivarianceLoss, OrganDiceCELoss, organ_one_hot
 from .ecdf import ECDF
 from .infonce import InfoNCELoss
 from .lrc import LocalRegionContrastLoss, region_means
@@ -12,6 +12,7 @@ __all__ = [
     "DecodingLoss",
     "DiscriminativenessLoss",
     "EquivarianceLoss",
+    "OrganDiceCELoss",
     "organ_one_hot",
     "ECDF",
     "FlatRegressionLoss",

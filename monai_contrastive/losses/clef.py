@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.losses import DiceCELoss
 from torch.nn.modules.loss import _Loss
 
 __all__ = [
     "DecodingLoss",
     "DiscriminativenessLoss",
     "EquivarianceLoss",
+    "OrganDiceCELoss",
     "organ_one_hot",
     "sample_body_voxels",
     "voxel_coordinates_mm",
@@ -249,3 +251,37 @@ def organ_one_hot(label: torch.Tensor, num_classes: int = 14) -> torch.Tensor:
         lab = lab[:, 0]
     onehot = F.one_hot(lab.clamp_min(0), num_classes)  # (B, *spatial, K)
     return onehot.movedim(-1, 1)[:, 1:].to(torch.float32)
+
+
+class OrganDiceCELoss(DiceCELoss):
+    """CLEF's fine-tuning loss ("the summation between Dice loss and cross entropy loss", §2.2) for a head with one
+    logit channel per organ and no background channel (§2.3 thresholds sigmoids): MONAI's ``DiceCELoss`` with the
+    sigmoid Dice and the binary cross-entropy of every organ channel against :func:`organ_one_hot` targets.
+
+    ``DiceCELoss`` itself would take a softmax cross-entropy across the organ channels, which has no target for
+    background voxels and does not match the sigmoid post-processing; the binary form does.
+
+    Args:
+        num_classes: label values including background 0 (14 for FLARE22); the prediction has ``num_classes - 1``
+            channels.
+        kwargs: ``DiceCELoss`` arguments (``sigmoid`` is forced on, ``softmax`` / ``to_onehot_y`` off).
+
+    Shapes: ``input`` ``(B, num_classes - 1, *spatial)`` logits, ``target`` ``(B, 1, *spatial)`` label map (or the
+    organ targets already one-hot).
+    """
+
+    def __init__(self, num_classes: int = 14, **kwargs) -> None:
+        kwargs.update(sigmoid=True, softmax=False, to_onehot_y=False)
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if input.shape[1] != self.num_classes - 1:
+            raise ValueError(
+                f"OrganDiceCELoss: the prediction has {input.shape[1]} channels, expected one per organ "
+                f"({self.num_classes - 1})."
+            )
+        if target.shape[1] == 1:
+            target = organ_one_hot(target, self.num_classes)
+        target = target.to(input.dtype)
+        return self.lambda_dice * self.dice(input, target) + self.lambda_ce * self.bce(input, target)

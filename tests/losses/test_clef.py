@@ -9,7 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from monai_contrastive.losses import DecodingLoss, DiscriminativenessLoss, EquivarianceLoss, MultiTermLoss
+from monai_contrastive.losses import (
+    DecodingLoss,
+    DiscriminativenessLoss,
+    EquivarianceLoss,
+    MultiTermLoss,
+    OrganDiceCELoss,
+)
 from monai_contrastive.losses.clef import organ_one_hot, sample_body_voxels
 from monai_contrastive.networks import CLEFNet, affine_warp
 from monai_contrastive.transforms.ct import RandCLEFAffine, RandCLEFAffined
@@ -252,3 +258,17 @@ def test_organ_one_hot_has_one_channel_per_organ_and_no_background():
     assert y.shape == (1, 13, 4, 1, 1)
     assert y[0, :, 0].sum() == 0 and y[0, 0, 1] == 1 and y[0, 12, 2] == 1 and y[0, 4, 3] == 1
     assert torch.equal(y, F.one_hot(label[:, 0].long(), 14).movedim(-1, 1)[:, 1:].float())
+
+
+def test_organ_dice_ce_is_sigmoid_dice_plus_per_channel_bce():
+    from monai.losses import DiceLoss
+
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 13, 4, 4, 3, generator=g)
+    label = torch.randint(0, 14, (2, 1, 4, 4, 3), generator=g)
+    target = organ_one_hot(label, 14)
+    want = DiceLoss(sigmoid=True)(logits, target) + F.binary_cross_entropy_with_logits(logits, target)
+    got = OrganDiceCELoss(num_classes=14)(logits, label)
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    with pytest.raises(ValueError, match="one per organ"):
+        OrganDiceCELoss(num_classes=14)(logits[:, :5], label)
