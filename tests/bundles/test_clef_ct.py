@@ -59,14 +59,14 @@ def test_pretrain_finetune_evaluate_infer(bundle, workflow, tmp_path):
     pretrained = torch.load(os.path.join(bundle, "models", "pretrain", "model.pt"), weights_only=True)
     CLEFNet(feature_channels=8, features=FEATURES).load_state_dict(pretrained)
 
-    # fine-tuning from the CLEF backbone: fold 0 of the 6 labelled volumes (5 train, 1 validation)
+    # fine-tuning from the CLEF backbone: fold 0 of the 6 labelled volumes (5 folds of 2, 1, 1, 1, 1: 4 train)
     wf = workflow(bundle, ["train.json"], **TINY, epochs=1, init="clef")
     net = wf.parser.get_parsed_content("network")
     for k, v in net.backbone.state_dict().items():
         torch.testing.assert_close(v, pretrained[f"backbone.{k}"])  # backbone transferred
     head_before = {k: v.clone() for k, v in net.head.state_dict().items()}
     n_train = len(wf.parser.get_parsed_content("train#dataset"))
-    assert n_train == 5 and len(wf.parser.get_parsed_content("validate#dataset")) == 1
+    assert n_train == 4 and len(wf.parser.get_parsed_content("validate#dataset")) == 2
     trainer = wf.parser.get_parsed_content("train#trainer")
     wf.run()
     wf.finalize()
