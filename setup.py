@@ -2,7 +2,7 @@
 
 Metadata and dependencies are in setup.cfg. ``bundles/`` stays the one source of the bundles in the repository; a
 (non-editable) ``pip install .`` copies each bundle's configs, docs, LICENSE and scripts into the installed package,
-where ``monai_contrastive.cli.bundles_dir()`` finds them. Training outputs (models, eval, runs, demo data, caches)
+where ``monai_contrastive.bundles.bundles_dir()`` finds them. Training outputs (models, eval, runs, demo data, caches)
 are never shipped.
 """
 

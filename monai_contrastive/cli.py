@@ -29,65 +29,20 @@ import os
 import sys
 import traceback
 
-__all__ = ["bundles_dir", "bundle_path", "list_bundles", "run_bundle", "error_summary", "main"]
+from monai_contrastive.bundles import (
+    bundle_path,
+    bundles_dir,
+    demo_configs,
+    demo_inference_overrides,
+    demo_stages,
+    list_bundles,
+    pretrain_configs,
+)
+
+__all__ = ["run_bundle", "error_summary", "main"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _TRACEBACK_ENV = "MONAI_CONTRASTIVE_TRACEBACK"
-
-
-def _has_bundles(folder: str) -> bool:
-    return os.path.isdir(folder) and any(
-        os.path.isfile(os.path.join(folder, name, "configs", "metadata.json")) for name in os.listdir(folder)
-    )
-
-
-def bundles_dir() -> str:
-    """``$MONAI_CONTRASTIVE_BUNDLES``; else the bundles shipped in the installed package (``_bundles``); else the
-    ``bundles/`` folder of the source checkout this package runs from (an editable install)."""
-    env = os.environ.get("MONAI_CONTRASTIVE_BUNDLES")
-    if env:
-        return env
-    shipped = os.path.join(_PACKAGE_DIR, "_bundles")
-    if _has_bundles(shipped):
-        return shipped
-    return os.path.join(os.path.dirname(_PACKAGE_DIR), "bundles")
-
-
-def demo_inference_overrides(bundle_dir: str) -> dict:
-    """What inference.json needs to serve a model trained by ``demo``: demo.json's ``inference_overrides`` (the demo's
-    backbone where inference.json nests it differently, e.g. in a fold ensemble) and every demo.json key that
-    inference.json also has (image size, clip length, demo data). Empty when the bundle has no demo.json."""
-    configs = os.path.join(bundle_dir, "configs")
-    if not os.path.isfile(os.path.join(configs, "demo.json")):
-        return {}
-    with open(os.path.join(configs, "demo.json")) as f:
-        demo_cfg = json.load(f)
-    with open(os.path.join(configs, "inference.json")) as f:
-        infer_cfg = json.load(f)
-    overrides = dict(demo_cfg.get("inference_overrides", {}))
-    for key, value in demo_cfg.items():
-        if key in infer_cfg:
-            overrides.setdefault(key, value)
-    return overrides
-
-
-def bundle_path(name: str) -> str:
-    path = name if os.path.isdir(name) else os.path.join(bundles_dir(), name)
-    if not os.path.isfile(os.path.join(path, "configs", "metadata.json")):
-        raise FileNotFoundError(f"no bundle {name!r} (looked in {path}); `monai-contrastive list` shows the bundles.")
-    return path
-
-
-def list_bundles() -> list[dict]:
-    root = bundles_dir()
-    out = []
-    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        meta = os.path.join(root, name, "configs", "metadata.json")
-        if os.path.isfile(meta):
-            with open(meta) as f:
-                m = json.load(f)
-            out.append({"name": name, "task": m.get("task", ""), "version": m.get("version", "")})
-    return out
 
 
 def run_bundle(name: str, configs: list[str], **overrides) -> None:
@@ -108,20 +63,6 @@ def run_bundle(name: str, configs: list[str], **overrides) -> None:
     )
 
 
-def demo_stages(name: str) -> list[dict]:
-    """The ``demo_stages`` of a bundle's demo.json: ``[{"title": ..., "configs": [...], "overrides": {...}}]``
-    (empty when the demo is train.json + demo.json)."""
-    path = os.path.join(bundle_path(name), "configs", "demo.json")
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        stages = json.load(f).get("demo_stages") or []
-    for i, stage in enumerate(stages):
-        if not isinstance(stage, dict) or not stage.get("configs"):
-            raise ValueError(f"{path}: demo_stages[{i}] needs a 'configs' list, got {stage!r}.")
-    return stages
-
-
 class CLI:
     """monai-contrastive: contrastive learning bundles for MONAI."""
 
@@ -133,16 +74,16 @@ class CLI:
         for b in bundles:
             print(f"{b['name']:<24} v{b['version']:<8} {b['task']}")
 
-    def demo(self, name: str = "adacon_bmd_xray", **overrides) -> None:
-        """Train a bundle on its embedded synthetic demo data (train.json + demo.json).
+    def demo(self, name: str, **overrides) -> None:
+        """Train a bundle on its embedded synthetic demo data (train.json + demo.json, or what the bundle declares).
 
-        A bundle whose demo.json lists ``demo_stages`` runs those stages in order instead (e.g. pretraining, then
-        fine-tuning from it, then evaluation); the options given here apply to every stage.
+        A bundle that declares demo stages runs those in order instead (e.g. pretraining, then fine-tuning from it,
+        then evaluation); the options given here apply to every stage.
         """
         overrides.setdefault("dataset_dir", "")
         stages = demo_stages(name)
         if not stages:
-            run_bundle(name, ["train.json", "demo.json"], **overrides)
+            run_bundle(name, demo_configs(name), **overrides)
             return
         for i, stage in enumerate(stages):
             print(
@@ -153,12 +94,13 @@ class CLI:
             # workers (which would otherwise inherit the old iterator and warn when they collect it)
             gc.collect()
 
-    def pretrain(self, name: str = "lrc_multiorgan_ct", method: str = "lrc", demo: bool = False, **overrides) -> None:
-        """Self-supervised pretraining (configs/pretrain_<method>.json, e.g. ``--method lrc`` or ``--method moco``);
-        ``--demo`` adds the demo sizes (demo_pretrain.json) and the embedded synthetic data."""
+    def pretrain(self, name: str, method: str | None = None, demo: bool = False, **overrides) -> None:
+        """Self-supervised pretraining with the configs the bundle declares for ``--method`` (e.g. ``lrc`` or
+        ``moco``; default: the bundle's default method); ``--demo`` adds the demo sizes and the embedded synthetic
+        data."""
         if demo:
             overrides.setdefault("dataset_dir", "")
-        run_bundle(name, [f"pretrain_{method}.json"] + (["demo_pretrain.json"] if demo else []), **overrides)
+        run_bundle(name, pretrain_configs(name, method, demo=demo), **overrides)
 
     def train(self, name: str, **overrides) -> None:
         """Train a bundle (train.json); pass --dataset_dir for real data, --fold for the fold."""
@@ -179,9 +121,7 @@ class CLI:
                 overrides.setdefault(key, value)
         run_bundle(name, ["inference.json"], **overrides)
 
-    def figure(
-        self, name: str = "adacon_bmd_xray", fold: int = 0, out: str | None = None, demo: bool = False, **overrides
-    ) -> None:
+    def figure(self, name: str, fold: int = 0, out: str | None = None, demo: bool = False, **overrides) -> None:
         """Plot learned features of a trained fold model (AdaCon Fig. 3) as PNG.
 
         ``--demo`` reads the demo override too (for a model trained with ``demo``).
@@ -226,13 +166,20 @@ class CLI:
 
 # the config files a command reads, for the option list of its help
 _COMMAND_CONFIGS = {
-    "demo": ["train.json", "demo.json"],
-    "pretrain": ["pretrain_lrc.json"],
-    "train": ["train.json"],
-    "evaluate": ["train.json", "evaluate.json"],
-    "infer": ["inference.json"],
-    "figure": ["train.json"],
+    "demo": demo_configs,
+    "pretrain": pretrain_configs,
+    "train": lambda name: ["train.json"],
+    "evaluate": lambda name: ["train.json", "evaluate.json"],
+    "infer": lambda name: ["inference.json"],
+    "figure": lambda name: ["train.json"],
 }
+
+
+def _command_configs(command: str, name: str) -> list[str]:
+    try:
+        return _COMMAND_CONFIGS[command](name)
+    except (FileNotFoundError, ValueError):  # no such bundle, or it lacks this command: no config keys to list
+        return []
 
 
 def _commands() -> dict:
@@ -286,10 +233,11 @@ def command_help(command: str, args: list[str]) -> str:
         name = next((a for a in args if not a.startswith("-")), None)
         if name is None and name_param is not None and name_param.default is not inspect.Parameter.empty:
             name = name_param.default
-        options = _config_options(name, _COMMAND_CONFIGS[command]) if name else []
+        files = _command_configs(command, name) if name else []
+        options = _config_options(name, files) if files else []
         lines += ["", "  --KEY VALUE              override any config key of the bundle (nested: --train#trainer#amp)"]
         if options:
-            lines += ["", f"config keys of {name} ({' + '.join(_COMMAND_CONFIGS[command])}), with their defaults:"]
+            lines += ["", f"config keys of {name} ({' + '.join(files)}), with their defaults:"]
             lines += [f"  --{k:<22} {v}" for k, v in options]
         elif name_param is not None:
             lines.append("  (give a bundle name before --help to list its config keys)")

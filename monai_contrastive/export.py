@@ -3,11 +3,12 @@
 ``monai-contrastive export NAME --out DIR`` writes ``DIR/NAME/``:
 
 - ``configs/``: the bundle's configs with the plugin's ``_target_`` paths and imports pointing at ``scripts.``
-  (``$import scripts.monai_contrastive as monai_contrastive`` keeps the configs' expressions as they are), BMD's
-  ``num_folds`` set to the number of exported fold models;
-- ``scripts/monai_contrastive/``: the plugin code the configs use (the package without its command line, figure
-  and export modules), its absolute imports rewritten to ``scripts.monai_contrastive`` so that it never mixes with
-  an installed plugin;
+  (``$import scripts.monai_contrastive as monai_contrastive`` keeps the configs' expressions as they are); for a
+  bundle serving a fold ensemble, the ``inference.json`` key its ``configs/commands.json`` names (``num_folds``)
+  set to the number of exported fold models;
+- ``scripts/monai_contrastive/``: the plugin code the configs use (the package without its command line, bundle
+  registry, figure and export modules), its absolute imports rewritten to ``scripts.monai_contrastive`` so that it
+  never mixes with an installed plugin;
 - ``models/model.pt``: the served network's plain state dict (the fold ensemble's for a bundle with folds: member
   ``k`` under ``models.<k>.``), loadable with no ``key_in_ckpt``; ``models/model.ts``: the scripted network
   (``torch.jit.script``, with the metadata and inference config inside, as ``ckpt_export`` writes it);
@@ -34,6 +35,15 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata as importlib_metadata
 
+from monai_contrastive.bundles import (
+    CheckpointLayout,
+    bundle_path,
+    checkpoint_layout,
+    demo_inference_overrides,
+    fold_checkpoints,
+)
+from monai_contrastive.io import read_state_dict
+
 __all__ = [
     "ZOO_MAX_FILE_MB",
     "SCHEMA_URL",
@@ -50,8 +60,9 @@ DEFAULT_WEIGHTS_URL = "https://github.com/Project-MONAI/model-zoo/releases/downl
 
 _PACKAGE = "monai_contrastive"
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-# not needed by any bundle config: the command line, figures (matplotlib/scipy), this module, the MONAI Label app
-_SKIP_MODULES = ("cli.py", "visualize.py", "export.py")
+# not needed by any bundle config: the command line and its bundle registry, figures (matplotlib/scipy), this module,
+# the MONAI Label app
+_SKIP_MODULES = ("cli.py", "visualize.py", "export.py", "bundles.py")
 _SKIP_DIRS = ("_bundles", "apps", "__pycache__")
 _SKIP_BUNDLE = ("models", "eval", "runs", "demo_data", ".cache", "__pycache__", "scripts", "large_files.yml")
 # covered by the metadata's own keys (monai_version, pytorch_version, numpy_version)
@@ -196,27 +207,6 @@ def _md5(path: str) -> str:
     return h.hexdigest()
 
 
-def _fold_checkpoints(bundle: str) -> list[str]:
-    models = os.path.join(bundle, "models")
-    if not os.path.isdir(models):
-        return []
-    found = []
-    for name in os.listdir(models):
-        m = re.fullmatch(r"fold(\d+)", name)
-        if m and os.path.isfile(os.path.join(models, name, "model.pt")):
-            found.append((int(m.group(1)), os.path.join(models, name, "model.pt")))
-    return [p for _, p in sorted(found)]
-
-
-def _load_state(path: str, key: str = "model") -> dict:
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-        state = state[key]
-    return state
-
-
 def write_large_files(bundle_dir: str, files: Sequence[str], base_url: str, name: str, version: str) -> str:
     """Write ``large_files.yml`` (model-zoo format) for ``files`` (paths relative to ``bundle_dir``)."""
     lines = ["large_files:"]
@@ -287,6 +277,138 @@ def _unload_scripts() -> None:
         del sys.modules[name]
 
 
+def _weights_to_export(src: str, ckpt: str | Sequence[str] | None, settings: CheckpointLayout) -> list[str]:
+    """The checkpoint files to export: ``ckpt`` if given, else the served model, else the fold models found."""
+    if ckpt is None:
+        served = os.path.join(src, settings.served)
+        if os.path.isfile(served):
+            ckpts = [served]
+        else:
+            ckpts = fold_checkpoints(src, settings.fold_checkpoints) if settings.has_folds else []
+    else:
+        ckpts = [ckpt] if isinstance(ckpt, str) else list(ckpt)
+    if not ckpts:
+        raise FileNotFoundError(f"no trained weights in {os.path.join(src, 'models')}; train the bundle first.")
+    missing = [p for p in ckpts if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"checkpoints not found: {missing}")
+    if len(ckpts) > 1 and not settings.has_folds:
+        raise ValueError(f"{os.path.basename(src)} serves one model, got {len(ckpts)} checkpoints: {ckpts}")
+    return ckpts
+
+
+def _number_of_folds(states: list[dict], settings: CheckpointLayout) -> int | None:
+    """The folds the exported ensemble holds: one per checkpoint, or the members of one ensemble state dict."""
+    if not settings.has_folds:
+        return None
+    if _is_ensemble_state(states):
+        return len({k.split(".")[1] for k in states[0] if k.startswith("models.")})
+    return len(states)
+
+
+def _is_ensemble_state(states: list[dict]) -> bool:
+    """One state dict of a whole fold ensemble (member ``k`` under ``models.<k>.``), as an earlier export writes."""
+    return len(states) == 1 and any(k.startswith("models.") for k in states[0])
+
+
+def _write_configs(src: str, dst: str, demo: bool, num_folds: int | None, settings: CheckpointLayout) -> None:
+    """The bundle's configs, rewritten to use ``scripts.``; inference.json with the demo's settings (``demo``) and the
+    number of exported folds."""
+    from monai.bundle import ConfigParser
+
+    for fname in sorted(os.listdir(os.path.join(dst, "configs"))):
+        if not fname.endswith(".json") or fname == "metadata.json":
+            continue
+        path = os.path.join(dst, "configs", fname)
+        with open(path) as f:
+            config = json.load(f)
+        if fname == "inference.json" and demo:
+            demo_parser = ConfigParser(config)
+            for key, value in demo_inference_overrides(src).items():
+                demo_parser[key] = value
+            config = demo_parser.get()
+        config = rewrite_config(config)
+        if fname == "inference.json" and num_folds is not None:
+            config[settings.num_folds_key] = num_folds  # the exported models/model.pt is the ensemble of these folds
+        with open(path, "w") as f:
+            json.dump(config, f, indent=4)
+            f.write("\n")
+
+
+def _write_metadata(src: str, dst: str, code: list[str], demo: bool) -> dict:
+    """The exported metadata.json: the 20240725 schema, the installable packages the copied code needs; returned."""
+    with open(os.path.join(src, "configs", "metadata.json")) as f:
+        meta = json.load(f)
+    exported_meta = copy.deepcopy(meta)
+    exported_meta["schema"] = SCHEMA_URL
+    if demo:
+        exported_meta["description"] = (
+            exported_meta.get("description", "").rstrip() + " Exported from a demo run (small demo backbone trained on"
+            " the synthetic demo data): a pipeline check, not a model for real images."
+        )
+    exported_meta["required_packages_version"] = required_packages(code, meta.get("required_packages_version"))
+    bad = {k: v for k, v in exported_meta.get("eval_metrics", {}).items() if not isinstance(v, (int, float))}
+    if bad:
+        raise ValueError(f"metadata eval_metrics must be numbers, got {bad}")
+    with open(os.path.join(dst, "configs", "metadata.json"), "w") as f:
+        json.dump(exported_meta, f, indent=4)
+        f.write("\n")
+    return exported_meta
+
+
+def _write_weights(
+    dst: str, bundle_name: str, states: list[dict], per_member: bool, ckpts: list[str], torchscript: bool, demo: bool
+) -> list[str]:
+    """``models/model.pt`` (the served network's plain state dict, checked by loading it strictly into the exported
+    ``network_def``; ``per_member``: ``states`` are the fold ensemble's members, in order) and ``models/model.ts``;
+    returns the written files relative to ``dst``."""
+    import torch
+
+    os.makedirs(os.path.join(dst, "models"), exist_ok=True)
+    sys.path.insert(0, dst)
+    _unload_scripts()
+    try:
+        parser = _parse_exported(dst)
+        net = parser.get_parsed_content("network_def")
+        try:
+            if per_member:
+                for member, state in zip(net.models, states):
+                    member.load_state_dict(state)
+            else:
+                net.load_state_dict(states[0])
+        except RuntimeError as e:
+            hint = "" if demo else " If they were trained by `monai-contrastive demo`, export with --demo True."
+            raise RuntimeError(
+                f"the weights {ckpts} do not fit network_def of {bundle_name}'s inference.json.{hint}\n{e}"
+            ) from e
+        torch.save(net.state_dict(), os.path.join(dst, "models", "model.pt"))
+        written = ["models/model.pt"]
+        if torchscript:
+            from monai.data import save_net_with_metadata
+            from monai.networks.utils import convert_to_torchscript
+
+            net.eval()
+            extra = {"inference.json": json.dumps(parser.get()).encode()}
+            save_net_with_metadata(
+                convert_to_torchscript(net),
+                os.path.join(dst, "models", "model"),
+                meta_values=parser.get().get("_meta_"),
+                more_extra_files=extra,
+                append_timestamp=False,
+            )
+            written.append("models/model.ts")
+    finally:
+        sys.path.remove(dst)
+        _unload_scripts()
+    return written
+
+
+def _check_zoo_sizes(dst: str) -> None:
+    too_big = {k: round(v, 1) for k, v in zoo_file_sizes(dst).items() if v > ZOO_MAX_FILE_MB}
+    if too_big:
+        raise RuntimeError(f"files over the zoo's {ZOO_MAX_FILE_MB} MB not listed in large_files.yml: {too_big}")
+
+
 def export_bundle(
     name: str,
     out: str,
@@ -302,159 +424,54 @@ def export_bundle(
         name: the bundle (``monai-contrastive list``) or its folder.
         out: the folder to write the exported bundle into.
         ckpt: the trained weights: one checkpoint (``{"model": state_dict}`` or a plain state dict), or one per
-            fold for a fold ensemble. Default: the bundle's ``models/model.pt`` when it exists, else its
-            ``models/fold<k>/model.pt`` (every fold found).
+            fold for a fold ensemble. Default: the bundle's served model (``models/model.pt``) when it exists, else
+            the fold models its ``configs/commands.json`` declares (every fold found).
         weights_url: where the zoo will host the weights (``large_files.yml`` URLs are ``<weights_url>/<name>_v<
             version>_<file>``).
         torchscript: also write ``models/model.ts`` (``torch.jit.script`` of ``network_def``).
         overwrite: replace an existing export.
         demo: the weights come from ``monai-contrastive demo`` (a small demo backbone, demo input size): write the
-            demo's network and input settings (:func:`monai_contrastive.cli.demo_inference_overrides`) into the
+            demo's network and input settings (:func:`monai_contrastive.bundles.demo_inference_overrides`) into the
             exported inference.json, and say so in its metadata.
 
     Returns:
         the exported bundle folder.
     """
-    import torch
-    from monai.bundle import ConfigParser
-
-    from monai_contrastive.cli import bundle_path, demo_inference_overrides
-
     src = os.path.abspath(bundle_path(name))
     bundle_name = os.path.basename(os.path.normpath(src))
     final = os.path.abspath(os.path.join(out, bundle_name))
     if os.path.exists(final) and not overwrite:
         raise FileExistsError(f"{final} exists; pass --overwrite True to replace it.")
+    settings = checkpoint_layout(src)
+    ckpts = _weights_to_export(src, ckpt, settings)
     # written beside the target and renamed at the end: a failed export leaves no half-written bundle (and keeps an
     # earlier export it was to overwrite)
     dst = f"{final}.partial-{os.getpid()}"
     if os.path.exists(dst):
         shutil.rmtree(dst)
-    with open(os.path.join(src, "configs", "inference.json")) as f:
-        inference = json.load(f)
-    has_folds = "fold_ckpt_paths" in inference
-
-    # the weights to export
-    if ckpt is None:
-        served = os.path.join(src, "models", "model.pt")
-        ckpts = [served] if os.path.isfile(served) else _fold_checkpoints(src)
-    else:
-        ckpts = [ckpt] if isinstance(ckpt, str) else list(ckpt)
-    if not ckpts:
-        raise FileNotFoundError(f"no trained weights in {os.path.join(src, 'models')}; train the bundle first.")
-    missing = [p for p in ckpts if not os.path.isfile(p)]
-    if missing:
-        raise FileNotFoundError(f"checkpoints not found: {missing}")
-    if len(ckpts) > 1 and not has_folds:
-        raise ValueError(f"{bundle_name} serves one model, got {len(ckpts)} checkpoints: {ckpts}")
-
     try:
-        # files of the bundle, the plugin code, configs rewritten
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*_SKIP_BUNDLE))
         code = copy_plugin(os.path.join(dst, "scripts"))
-        states = [_load_state(p) for p in ckpts]
-        ensemble_state = len(states) == 1 and any(k.startswith("models.") for k in states[0])
-        num_folds = None
-        if has_folds:
-            num_folds = (
-                len({k.split(".")[1] for k in states[0] if k.startswith("models.")}) if ensemble_state else len(states)
-            )
-        for fname in sorted(os.listdir(os.path.join(dst, "configs"))):
-            if not fname.endswith(".json") or fname == "metadata.json":
-                continue
-            path = os.path.join(dst, "configs", fname)
-            with open(path) as f:
-                config = json.load(f)
-            if fname == "inference.json" and demo:
-                demo_parser = ConfigParser(config)
-                for key, value in demo_inference_overrides(src).items():
-                    demo_parser[key] = value
-                config = demo_parser.get()
-            config = rewrite_config(config)
-            if fname == "inference.json" and has_folds:
-                config["num_folds"] = num_folds  # the exported models/model.pt is the ensemble of these folds
-            with open(path, "w") as f:
-                json.dump(config, f, indent=4)
-                f.write("\n")
-
-        # metadata
-        with open(os.path.join(src, "configs", "metadata.json")) as f:
-            meta = json.load(f)
-        exported_meta = copy.deepcopy(meta)
-        exported_meta["schema"] = SCHEMA_URL
-        if demo:
-            exported_meta["description"] = (
-                exported_meta.get("description", "").rstrip()
-                + " Exported from a demo run (small demo backbone trained on"
-                " the synthetic demo data): a pipeline check, not a model for real images."
-            )
-        exported_meta["required_packages_version"] = required_packages(code, meta.get("required_packages_version"))
-        bad = {k: v for k, v in exported_meta.get("eval_metrics", {}).items() if not isinstance(v, (int, float))}
-        if bad:
-            raise ValueError(f"metadata eval_metrics must be numbers, got {bad}")
-        with open(os.path.join(dst, "configs", "metadata.json"), "w") as f:
-            json.dump(exported_meta, f, indent=4)
-            f.write("\n")
-
-        # weights: the served network's plain state dict, checked by loading it strictly into the exported network_def
-        os.makedirs(os.path.join(dst, "models"), exist_ok=True)
-        sys.path.insert(0, dst)
-        _unload_scripts()
-        try:
-            parser = _parse_exported(dst)
-            net = parser.get_parsed_content("network_def")
-            try:
-                if has_folds and not ensemble_state:
-                    for member, state in zip(net.models, states):
-                        member.load_state_dict(state)
-                else:
-                    net.load_state_dict(states[0])
-            except RuntimeError as e:
-                hint = "" if demo else " If they were trained by `monai-contrastive demo`, export with --demo True."
-                raise RuntimeError(
-                    f"the weights {ckpts} do not fit network_def of {bundle_name}'s inference.json.{hint}\n{e}"
-                ) from e
-            model_pt = os.path.join(dst, "models", "model.pt")
-            torch.save(net.state_dict(), model_pt)
-            large = ["models/model.pt"]
-            if torchscript:
-                from monai.networks.utils import convert_to_torchscript
-
-                net.eval()
-                extra = {"inference.json": json.dumps(parser.get()).encode()}
-                meta_values = parser.get().get("_meta_")
-                from monai.data import save_net_with_metadata
-
-                scripted = convert_to_torchscript(net)
-                save_net_with_metadata(
-                    scripted,
-                    os.path.join(dst, "models", "model"),
-                    meta_values=meta_values,
-                    more_extra_files=extra,
-                    append_timestamp=False,
-                )
-                large.append("models/model.ts")
-        finally:
-            sys.path.remove(dst)
-            _unload_scripts()
-
+        states = [read_state_dict(p, settings.checkpoint_key, key_optional=True, what="checkpoint") for p in ckpts]
+        num_folds = _number_of_folds(states, settings)
+        _write_configs(src, dst, demo, num_folds, settings)
+        exported_meta = _write_metadata(src, dst, code, demo)
+        per_member = settings.has_folds and not _is_ensemble_state(states)
+        large = _write_weights(dst, bundle_name, states, per_member, ckpts, torchscript, demo)
         write_large_files(dst, large, weights_url, bundle_name, exported_meta.get("version", "0.0.0"))
-        too_big = {k: round(v, 1) for k, v in zoo_file_sizes(dst).items() if v > ZOO_MAX_FILE_MB}
-        if too_big:
-            raise RuntimeError(f"files over the zoo's {ZOO_MAX_FILE_MB} MB not listed in large_files.yml: {too_big}")
+        _check_zoo_sizes(dst)
     except BaseException:
         shutil.rmtree(dst, ignore_errors=True)
         raise
     if os.path.exists(final):
         shutil.rmtree(final)
     os.replace(dst, final)
-    dst = final
     print(
-        f"exported {bundle_name} to {dst}: models/model.pt (from {len(ckpts)} checkpoint(s)"
+        f"exported {bundle_name} to {final}: models/model.pt (from {len(ckpts)} checkpoint(s)"
         + (f", {num_folds} fold models" if num_folds else "")
         + ")"
         + (", models/model.ts" if torchscript else "")
         + f", {len(code)} plugin modules under scripts/, required packages "
         + ", ".join(f"{k}=={v}" for k, v in exported_meta["required_packages_version"].items())
     )
-    return dst
+    return final

@@ -264,11 +264,12 @@ def feature_figure_for_bundle(
     ``["train.json", "demo.json"]`` for the demo setting) with :class:`monai.bundle.ConfigParser`, sets
     ``bundle_root``, ``fold`` and ``overrides`` (config ids, ``"a#b"`` for nested ones; pass them as
     ``**{"validate#dataloader#batch_size": 8}`` when the id is not a Python name), and builds ``network_def``,
-    ``validate#preprocessing`` and ``val_items``. The weights and the ECDF come from
-    ``<bundle_root>/models/fold<fold>/model.pt`` (``{"model": state_dict, "ecdf": ECDF state dict}``, as written by
-    the bundle's best-model saver); the ECDF is loaded, never refitted. The projections (``"embedding"`` output) of
-    every validation item are computed in eval mode without gradients (batch 32) on the config's ``device`` (CPU
-    when the config has none) and passed to :func:`feature_figure`.
+    ``validate#preprocessing`` and ``val_items``. The weights and the ECDF come from the fold's model
+    (``configs/commands.json``'s ``checkpoints.fold_checkpoints``, default ``models/fold<fold>/model.pt``:
+    ``{"model": state_dict, "ecdf": ECDF state dict}``, as written by the bundle's best-model saver); the ECDF is
+    loaded, never refitted. The projections (``"embedding"`` output) of every validation item are computed in eval
+    mode without gradients (batch 32) on the config's ``device`` (CPU when the config has none) and passed to
+    :func:`feature_figure`.
 
     Args:
         bundle_root: the bundle folder.
@@ -284,7 +285,10 @@ def feature_figure_for_bundle(
     Raises:
         FileNotFoundError: when the fold's checkpoint or a config file is missing.
     """
-    ckpt = os.path.join(bundle_root, "models", f"fold{fold}", "model.pt")
+    from monai_contrastive.bundles import checkpoint_layout
+
+    pattern = checkpoint_layout(bundle_root).fold_checkpoints or "models/fold{fold}/model.pt"
+    ckpt = os.path.join(bundle_root, pattern.format(fold=fold))
     if not os.path.isfile(ckpt):
         raise FileNotFoundError(
             f"checkpoint {ckpt!r} not found: train fold {fold} of the bundle first (it writes the best model there)."
@@ -297,6 +301,7 @@ def feature_figure_for_bundle(
     from monai.bundle import ConfigParser
     from monai.data import DataLoader, Dataset
 
+    from monai_contrastive.io import read_state_dict
     from monai_contrastive.losses import ECDF
 
     parser = ConfigParser()
@@ -312,7 +317,7 @@ def feature_figure_for_bundle(
     if not items:
         raise ValueError(f"fold {fold} of {bundle_root!r} has no validation items.")
 
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = read_state_dict(ckpt, what="checkpoint")
     if not isinstance(state, dict) or "model" not in state or "ecdf" not in state:
         keys = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise KeyError(f"checkpoint {ckpt!r} must hold 'model' and 'ecdf' entries, found {keys}.")

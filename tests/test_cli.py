@@ -21,8 +21,12 @@ def test_demo_help_prints_help_and_does_not_train(capsys, monkeypatch):
     monkeypatch.setattr(cli, "run_bundle", lambda *a, **k: started.append(a))
     cli.main(["demo", "--help"])
     out = capsys.readouterr().out
+    assert out.startswith("usage: monai-contrastive demo NAME [--KEY VALUE ...]")  # no bundle is the default
+    assert "give a bundle name before --help" in out and "--batch_size" not in out
+    cli.main(["demo", "adacon_bmd_xray", "--help"])
+    out = capsys.readouterr().out
     assert not started, "--help must not start a run"
-    assert out.startswith("usage: monai-contrastive demo [NAME] [--KEY VALUE ...]")
+    assert out.startswith("usage: monai-contrastive demo NAME [--KEY VALUE ...]")
     # the command's own options and the bundle's config keys with their defaults
     assert "NAME" in out and "--dataset_dir" in out and "--batch_size" in out and "--fold" in out
     cli.main(["evaluate", "adacon_lvef_echo", "-h"])
@@ -128,8 +132,22 @@ def test_demo_stages_run_in_order_with_the_user_options(monkeypatch):
     assert [c[1] for c in calls] == [["train.json", "demo.json"]]
 
 
-def test_pretrain_command_picks_the_method_config(monkeypatch):
+def test_pretrain_command_picks_the_method_config(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(cli, "run_bundle", lambda name, files, **o: calls.append((name, files, o)))
     cli.CLI().pretrain("lrc_multiorgan_ct", method="moco", demo=True)
     assert calls == [("lrc_multiorgan_ct", ["pretrain_moco.json", "demo_pretrain.json"], {"dataset_dir": ""})]
+    # the bundle's default method, declared in its configs/commands.json
+    cli.CLI().pretrain("lrc_multiorgan_ct", dataset_dir="/data/ct")
+    assert calls[-1] == ("lrc_multiorgan_ct", ["pretrain_lrc.json"], {"dataset_dir": "/data/ct"})
+    # one method: none to give (AdaCon's two-stage scheme, stage 1: train.json + pretrain.json)
+    cli.CLI().pretrain("adacon_bmd_xray")
+    assert calls[-1] == ("adacon_bmd_xray", ["train.json", "pretrain.json"], {})
+    with pytest.raises(ValueError, match=r"no pretraining method 'simclr'; its methods: \['lrc', 'moco'\]"):
+        cli.CLI().pretrain("lrc_multiorgan_ct", method="simclr")
+    with pytest.raises(ValueError, match="declares no pretraining"):
+        cli.CLI().pretrain("adacon_lvef_echo")
+    assert len(calls) == 3
+    # the help lists the config keys of the bundle's default pretraining
+    cli.main(["pretrain", "lrc_multiorgan_ct", "--help"])
+    assert "config keys of lrc_multiorgan_ct (pretrain_lrc.json)" in capsys.readouterr().out

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["file_digest", "item_file_hash", "transform_settings_hash"]
+__all__ = ["file_digest", "generated_dataset_cached", "item_file_hash", "transform_settings_hash"]
 
 _SIMPLE = (str, int, float, bool, type(None))
 
@@ -99,3 +99,32 @@ def file_digest(paths: Sequence[str] | str) -> str:
         else:
             out.append("")
     return ",".join(out)
+
+
+def generated_dataset_cached(
+    output_dir: str,
+    datalist_path: str,
+    params_path: str,
+    params: Mapping,
+    lists: Sequence[str],
+    path_keys: Sequence[str] = ("image", "label"),
+) -> bool:
+    """Whether a generated dataset in ``output_dir`` is complete and was made with ``params``.
+
+    A generator writes its parameters to ``params_path`` and its datalist last: the dataset is reused when the saved
+    parameters equal ``params``, the datalist reads, and every file its items name (under ``path_keys`` of the items
+    of ``lists``, relative to ``output_dir``) exists. Anything unreadable counts as not cached (it is regenerated).
+    """
+    if not (os.path.isfile(datalist_path) and os.path.isfile(params_path)):
+        return False
+    try:
+        with open(params_path) as f:
+            if json.load(f) != params:
+                return False
+        with open(datalist_path) as f:
+            datalist = json.load(f)
+        items = [item for name in lists for item in datalist[name]]
+        paths = [item[key] for item in items for key in path_keys if key in item]
+        return all(os.path.isfile(os.path.join(output_dir, p)) for p in paths)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from monai.data import load_decathlon_datalist
 
+from monai_contrastive.data.formats import is_dicom_file
+
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "load_segmentation_datalist", "take_items"]
 
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
@@ -58,8 +60,6 @@ def load_segmentation_datalist(
 
 
 def _holds_dicom(folder: str) -> bool:
-    from monai_contrastive.transforms.array import is_dicom_file
-
     return any(
         is_dicom_file(os.path.join(folder, f)) for f in os.listdir(folder) if os.path.isfile(os.path.join(folder, f))
     )

@@ -23,13 +23,15 @@ cortex and texture.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from monai_contrastive.data.cache import generated_dataset_cached
+from monai_contrastive.io import atomic_path, atomic_write_json
 
 __all__ = ["generate_bmd_demo", "BMD_MEAN", "BMD_STD", "BMD_RANGE", "FILMS_PER_PATIENT_PROBS"]
 
@@ -115,7 +117,9 @@ def generate_bmd_demo(
         "image_size": image_size,
         "test_fraction": test_fraction,
     }
-    if not overwrite and _is_cached(output_dir, datalist_path, params_path, params):
+    if not overwrite and generated_dataset_cached(
+        output_dir, datalist_path, params_path, params, ("training", "testing"), path_keys=("image",)
+    ):
         return datalist_path
 
     image_dir = os.path.join(output_dir, _IMAGE_DIR)
@@ -172,8 +176,8 @@ def generate_bmd_demo(
         "training": training,
         "testing": testing,
     }
-    _write_json(params_path, params)
-    _write_json(datalist_path, datalist)
+    atomic_write_json(params, params_path, indent=1)
+    atomic_write_json(datalist, datalist_path, indent=1)
     return datalist_path
 
 
@@ -192,33 +196,10 @@ def _check_params(num_patients: Any, seed: Any, image_size: Any, test_fraction: 
     return int(num_patients), int(seed), int(image_size), test_fraction
 
 
-def _is_cached(output_dir: str, datalist_path: str, params_path: str, params: dict) -> bool:
-    if not (os.path.isfile(datalist_path) and os.path.isfile(params_path)):
-        return False
-    try:
-        with open(params_path) as f:
-            if json.load(f) != params:
-                return False
-        with open(datalist_path) as f:
-            datalist = json.load(f)
-        items = datalist["training"] + datalist["testing"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return all(os.path.isfile(os.path.join(output_dir, it["image"])) for it in items)
-
-
-def _write_json(path: str, data: dict) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-
-
 def _write_png(path: str, image: np.ndarray) -> None:
     # via a temporary file: another process (e.g. a second DDP rank) may be reading the same cache
-    tmp = f"{path}.{os.getpid()}.tmp"
-    Image.fromarray(image).save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(image).save(tmp, format="PNG", compress_level=1)
 
 
 def _remove_stale_images(image_dir: str, keep: set[str]) -> None:

@@ -97,7 +97,6 @@ writes the gzip streams with a zero modification time, so the same parameters gi
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
@@ -110,7 +109,9 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from monai_contrastive.data.cache import generated_dataset_cached
 from monai_contrastive.data.ct_labels import CONTRAST_PHASES, FLARE22_ORGANS, flare22_channel_def
+from monai_contrastive.io import atomic_path, atomic_write_json
 
 __all__ = [
     "generate_ct_demo",
@@ -342,7 +343,8 @@ def generate_ct_demo(
         "num_validation": num_validation,
         "num_test": num_test,
     }
-    if not overwrite and _is_cached(output_dir, datalist_path, params_path, params):
+    lists = ("training", "validation", "testing", "unlabelled")
+    if not overwrite and generated_dataset_cached(output_dir, datalist_path, params_path, params, lists):
         return datalist_path
 
     for folder in _FOLDERS:
@@ -392,8 +394,8 @@ def generate_ct_demo(
         "numUnlabelled": len(lists["unlabelled"]),
         **lists,
     }
-    _write_json(params_path, params)
-    _write_json(datalist_path, datalist)
+    atomic_write_json(params, params_path, indent=1)
+    atomic_write_json(datalist, datalist_path, indent=1)
     return datalist_path
 
 
@@ -428,29 +430,6 @@ def _check_params(
     matrix = _check_int("matrix", matrix, 48, 512)
     num_workers = _check_int("num_workers", num_workers, 0)
     return num_labelled, num_unlabelled, seed, matrix, num_validation, num_test, num_workers
-
-
-def _is_cached(output_dir: str, datalist_path: str, params_path: str, params: dict) -> bool:
-    if not (os.path.isfile(datalist_path) and os.path.isfile(params_path)):
-        return False
-    try:
-        with open(params_path) as f:
-            if json.load(f) != params:
-                return False
-        with open(datalist_path) as f:
-            datalist = json.load(f)
-        items = [it for key in ("training", "validation", "testing", "unlabelled") for it in datalist[key]]
-        paths = [it[k] for it in items for k in ("image", "label") if k in it]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return all(os.path.isfile(os.path.join(output_dir, p)) for p in paths)
-
-
-def _write_json(path: str, data: dict) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _remove_stale_files(output_dir: str, keep: set[str]) -> None:
@@ -507,10 +486,11 @@ def _write_nifti(path: str, array: np.ndarray, affine: np.ndarray, offset_storag
     image.set_sform(affine, code=1)
     header.set_slope_inter(slope, inter)
     directory, name = os.path.split(path)
-    # via a temporary file: another process (e.g. a second DDP rank) may be reading the same cache
+    # via a temporary file: another process (e.g. a second DDP rank) may be reading the same cache; the name is fixed
+    # (not random) because gzip stores it in the file, which must be the same for the same seed
     tmp = os.path.join(directory, f".{name[: -len('.nii.gz')]}.{os.getpid()}.tmp.nii.gz")
-    nib.save(image, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, tmp_path=tmp) as tmp:
+        nib.save(image, tmp)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

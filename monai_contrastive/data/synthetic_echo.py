@@ -25,13 +25,12 @@ import csv
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 from monai.utils import optional_import
 
-from monai_contrastive.handlers.checkpoint import apply_umask
+from monai_contrastive.io import atomic_path, atomic_write, atomic_write_json
 
 cv2, _ = optional_import("cv2")
 
@@ -191,10 +190,7 @@ def _split_counts(n: int, splits: Sequence[float]) -> list[int]:
 
 def _write_avi(path: str, frames: np.ndarray, fps: int) -> None:
     """Write grey frames (T, H, W) as a colour MJPG AVI, atomically, and check OpenCV reads it back."""
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".avi")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".avi") as tmp:
         writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*_CODEC), float(fps), (_SIZE, _SIZE), True)
         if not writer.isOpened():
             raise RuntimeError(f"OpenCV cannot write {_CODEC} AVI files ({tmp}); check the opencv-python install.")
@@ -211,11 +207,6 @@ def _write_avi(path: str, frames: np.ndarray, fps: int) -> None:
             cap.release()
         if not ok or count != len(frames):
             raise RuntimeError(f"round trip failed for {path}: wrote {len(frames)} frames, OpenCV reads {count}.")
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _read_params(path: str) -> dict | None:
@@ -302,11 +293,7 @@ def generate_echo_demo(
         os.remove(csv_path)  # mark the folder incomplete until the new FileList.csv is written
 
     os.makedirs(video_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(params, f, indent=2)
-    apply_umask(tmp)
-    os.replace(tmp, params_path)
+    atomic_write_json(params, params_path, sync=False)
 
     split_names = np.repeat(np.array(["TRAIN", "VAL", "TEST"]), counts)
     split_names = split_names[np.random.default_rng(seed).permutation(num_videos)]
@@ -330,11 +317,10 @@ def generate_echo_demo(
             }
         )
 
-    fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=".tmp-", suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as f:
+    def write_rows(f) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    apply_umask(tmp)
-    os.replace(tmp, csv_path)
+
+    atomic_write(csv_path, write_rows, suffix=".csv", sync=False)
     return output_dir

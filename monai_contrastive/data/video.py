@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,7 +30,7 @@ from monai.data import DataLoader as MonaiDataLoader
 from monai.data import ThreadBuffer, ThreadDataLoader
 from monai.utils import optional_import
 
-from monai_contrastive.handlers.checkpoint import apply_umask
+from monai_contrastive.io import atomic_write, atomic_write_json
 
 cv2, _ = optional_import("cv2")
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
@@ -383,16 +382,7 @@ class VideoCache:
         if arr is not None:
             return self._remember(cached, arr) if keep_open else arr
         video = read_video(path)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, video)
-            apply_umask(tmp)
-            os.replace(tmp, cached)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write(cached, lambda f: np.save(f, video), binary=True, suffix=".npy", sync=False)
         arr = self._load(cached)
         if arr is None:
             return video
@@ -523,13 +513,7 @@ def save_normalization(path: str, mean: Sequence[float], std: Sequence[float], *
     """
     mean, std = _check_stats(mean, std, str(path))
     path = os.path.abspath(os.path.expanduser(str(path)))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump({"mean": mean, "std": std, **metadata}, f, indent=2)
-    apply_umask(tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json({"mean": mean, "std": std, **metadata}, path, sync=False)
 
 
 def load_normalization(path: str) -> tuple[list[float], list[float]]:

@@ -3,7 +3,6 @@ Table 4.1, Fig. 4.5)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -12,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from monai_contrastive.io import atomic_write_json, read_state_dict
 
 __all__ = ["cluster_slice", "region_clustering_scores", "RegionClusteringEvaluation"]
 
@@ -147,9 +148,7 @@ class RegionClusteringEvaluation:
     def __call__(self) -> dict:
         if not os.path.isfile(self.ckpt_path):
             raise FileNotFoundError(f"LRC model {self.ckpt_path!r} not found: run the LRC pretraining first.")
-        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
-        state = state[self.key_in_ckpt] if self.key_in_ckpt else state
-        self.network.load_state_dict(state)
+        self.network.load_state_dict(read_state_dict(self.ckpt_path, self.key_in_ckpt, what="LRC model"))
         self.network.to(self.device)
         torch.manual_seed(self.seed)
         random_net = self.make_random().to(self.device)
@@ -161,8 +160,7 @@ class RegionClusteringEvaluation:
         result = {name: _summary(r) for name, r in rows.items()}
         result["per_slice"] = rows
         os.makedirs(self.output_dir, exist_ok=True)
-        with open(os.path.join(self.output_dir, "lrc_clusters.json"), "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_json(result, os.path.join(self.output_dir, "lrc_clusters.json"))
         lines = [
             "# LRC embeddings vs Felzenszwalb superpixels (thesis Table 4.1)",
             "",

@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from monai_contrastive.io import atomic_write_json
+
 __all__ = ["report_predictions", "report_validation"]
 
 
@@ -80,9 +82,7 @@ def report_validation(
             lines.append(f"  demo target: validation R² {best_r2:.3f} (best checkpoint) >= {r2_target:g}: {verdict}")
     print("\n".join(lines), flush=True)
     if output_file:
-        os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
-        with open(output_file, "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_json(result, output_file)
     return result
 
 
@@ -122,6 +122,5 @@ def report_predictions(
     m = regression_metrics([p for p, _ in pairs], [t for _, t in pairs])
     m["n"] = len(pairs)
     print(f"{title}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items() if k != "n"), flush=True)
-    with open(output_file or os.path.splitext(csv_path)[0] + "_metrics.json", "w") as f:
-        json.dump(m, f, indent=2)
+    atomic_write_json(m, output_file or os.path.splitext(csv_path)[0] + "_metrics.json")
     return m

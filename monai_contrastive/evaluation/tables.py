@@ -9,12 +9,13 @@ Dice / NSD names.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
+
+from monai_contrastive.io import atomic_write, atomic_write_json
 
 __all__ = ["write_metrics_table", "write_fold_report", "write_json", "write_csv"]
 
@@ -50,17 +51,19 @@ def write_metrics_table(
 
 
 def write_json(path: str, content: Any) -> None:
-    """Write ``content`` as indented JSON."""
-    with open(path, "w") as f:
-        json.dump(content, f, indent=2)
+    """Write ``content`` as indented JSON (atomically: a reader never sees half a report)."""
+    atomic_write_json(content, path)
 
 
 def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Write a CSV file with a ``header`` row followed by ``rows``."""
-    with open(path, "w", newline="") as f:
+    """Write a CSV file with a ``header`` row followed by ``rows`` (atomically)."""
+
+    def write(f) -> None:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
+
+    atomic_write(path, write, suffix=".csv")
 
 
 def write_fold_report(

@@ -6,60 +6,22 @@ import json
 import logging
 import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
+from monai_contrastive.io import atomic_save, atomic_write_json, read_state_dict
+
 __all__ = [
     "FinalModelSaver",
-    "apply_umask",
-    "atomic_save",
-    "atomic_write_json",
     "load_model_weights",
     "ResumableCheckpoint",
     "BestModelSaver",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def apply_umask(path: str) -> None:
-    """Give a file made by ``tempfile.mkstemp`` (mode 0600) the mode a plain ``open(path, "w")`` gives (0666 less the
-    process umask), so that checkpoints, models and caches are readable by the group / others as usual."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
-def _atomic_write(path: str, write: Callable, binary: bool, suffix: str) -> None:
-    """``write(file)`` into a temporary file in ``path``'s folder, then ``os.replace``: a crash leaves the old file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=folder)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a crash leaves the old file."""
-    _atomic_write(path, lambda f: torch.save(obj, f), binary=True, suffix=".pt")
-
-
-def atomic_write_json(obj, path: str) -> None:
-    """Write ``obj`` as JSON to a temporary file in the same folder, then ``os.replace``."""
-    _atomic_write(path, lambda f: json.dump(obj, f, indent=2), binary=False, suffix=".json")
 
 
 def load_model_weights(
@@ -72,10 +34,7 @@ def load_model_weights(
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} {path!r} not found; train the bundle first.")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if key and isinstance(state, dict) and key in state:
-        state = state[key]
-    network.load_state_dict(state)
+    network.load_state_dict(read_state_dict(path, key, key_optional=True, map_location=map_location, what=what))
     return network
 
 

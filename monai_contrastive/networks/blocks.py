@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from monai_contrastive.io import read_state_dict
+
 __all__ = ["InputNormalization"]
 
 
@@ -74,9 +76,7 @@ class InputNormalization(nn.Module):
         dict), e.g. to pad clips with the mean colour at inference without a separate statistics file."""
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint {path!r} not found; train the bundle first.")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if key and isinstance(state, dict) and key in state:
-            state = state[key]
+        state = read_state_dict(path, key, key_optional=True, what="checkpoint")
         names = [prefix + "mean", prefix + "std"]
         if not all(n in state for n in names):
             raise KeyError(f"checkpoint {path!r} has no input normalisation ({names[0]!r}, {names[1]!r}).")

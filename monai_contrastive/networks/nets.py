@@ -10,6 +10,7 @@ from typing import Dict, List, Union
 import torch
 from torch import nn
 
+from monai_contrastive.io import read_state_dict
 from monai_contrastive.networks.heads import ProjectionHead, StandardizedRegressionHead
 from monai_contrastive.networks.weights import load_pretrained_weights
 
@@ -213,10 +214,7 @@ class FoldEnsemble(nn.Module):
         models = []
         for p in paths:
             m = copy.deepcopy(network)
-            state = torch.load(p, map_location=map_location, weights_only=True)
-            if key and isinstance(state, dict) and key in state:
-                state = state[key]
-            m.load_state_dict(state)
+            m.load_state_dict(read_state_dict(p, key, key_optional=True, map_location=map_location, what="checkpoint"))
             models.append(m)
         return cls(models)
 
@@ -234,10 +232,7 @@ class FoldEnsemble(nn.Module):
             ValueError: ``member_paths`` has another length than the ensemble.
         """
         if path and os.path.isfile(path):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if key and isinstance(state, dict) and key in state:
-                state = state[key]
-            self.load_state_dict(state)
+            self.load_state_dict(read_state_dict(path, key, key_optional=True, what="ensemble weights"))
             return self
         member_paths = list(member_paths or [])
         if len(member_paths) != len(self.models):
@@ -249,10 +244,7 @@ class FoldEnsemble(nn.Module):
                 "(or export the bundle, which writes the ensemble's models/model.pt)."
             )
         for m, p in zip(self.models, member_paths):
-            state = torch.load(p, map_location="cpu", weights_only=True)
-            if key and isinstance(state, dict) and key in state:
-                state = state[key]
-            m.load_state_dict(state)
+            m.load_state_dict(read_state_dict(p, key, key_optional=True, what="fold checkpoint"))
         return self
 
     def forward(self, x: torch.Tensor) -> Union[Dict[str, torch.Tensor], torch.Tensor]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 
-import torch
 from monai.networks.utils import copy_model_state
 from torch import nn
+
+from monai_contrastive.io import read_state_dict
 
 __all__ = ["PRETRAINED_INITS", "load_pretrained_weights", "pretrained_branch_weights"]
 
@@ -46,14 +47,7 @@ def load_pretrained_weights(
         return module
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained weights not found: {path!r} (weights are never downloaded).")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if key:
-        if not isinstance(state, dict) or key not in state:
-            entries = sorted(state)[:10] if isinstance(state, dict) else type(state).__name__
-            raise KeyError(f"pretrained weights {path!r} have no entry {key!r} (entries: {entries}).")
-        state = state[key]
-    if prefix:
-        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    state = read_state_dict(path, key, prefix=prefix, what="pretrained weights")
     _, updated, unchanged = copy_model_state(module, state, dst_prefix=dst_prefix, exclude_vars=exclude_vars)
     if not updated:
         raise ValueError(
@@ -68,7 +62,12 @@ PRETRAINED_INITS = {"random": (False, False), "moco": (True, False), "lrc": (Fal
 
 
 def pretrained_branch_weights(
-    init: str, pretrain_dir: str, global_file: str = "pretrain_moco/model.pt", local_file: str = "pretrain_lrc/model.pt"
+    init: str,
+    pretrain_dir: str,
+    global_file: str = "pretrain_moco/model.pt",
+    local_file: str = "pretrain_lrc/model.pt",
+    global_missing_hint: str = "run the pretraining that writes it first.",
+    local_missing_hint: str = "run the pretraining that writes it first.",
 ) -> tuple[str, str]:
     """The weights files of the two branches of the LRC fine-tuning network for one of Table 4.2's rows.
 
@@ -77,26 +76,22 @@ def pretrained_branch_weights(
             ``"lrc_moco"`` (both).
         pretrain_dir: the folder holding the pretraining outputs (the bundle's ``models/``).
         global_file, local_file: the MoCo and LRC pretraining models, relative to ``pretrain_dir``.
+        global_missing_hint, local_missing_hint: what to run when the file is missing (the bundle's config and
+            command that write it), appended to the error.
 
     Returns: ``(global_weights, local_weights)``, ``""`` for a randomly initialised branch.
 
     Raises:
         ValueError: unknown ``init``.
-        FileNotFoundError: a needed pretraining model is missing (the config that writes it is named).
+        FileNotFoundError: a needed pretraining model is missing (the message ends with the hint).
     """
     if init not in PRETRAINED_INITS:
         raise ValueError(f"init must be one of {sorted(PRETRAINED_INITS)}, got {init!r}.")
     use_global, use_local = PRETRAINED_INITS[init]
     out = []
-    for use, rel, config in (
-        (use_global, global_file, "pretrain_moco.json"),
-        (use_local, local_file, "pretrain_lrc.json"),
-    ):
+    for use, rel, hint in ((use_global, global_file, global_missing_hint), (use_local, local_file, local_missing_hint)):
         path = os.path.join(pretrain_dir, rel) if use else ""
         if path and not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"init={init!r} needs {path!r}, which does not exist: run the bundle's configs/{config} first "
-                f"(`monai-contrastive pretrain lrc_multiorgan_ct --method {config[9:-5]}`)."
-            )
+            raise FileNotFoundError(f"init={init!r} needs {path!r}, which does not exist: {hint}")
         out.append(path)
     return out[0], out[1]

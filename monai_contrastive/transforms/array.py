@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -12,9 +12,9 @@ from monai.data.utils import to_affine_nd
 from monai.transforms import LoadImage, Randomizable, Transform
 from monai.utils import TransformBackends, optional_import
 
-__all__ = ["RandMultiView", "LoadXRay", "is_dicom_file", "dicom_photometric_interpretation"]
+from monai_contrastive.data.formats import dicom_photometric_interpretation, is_dicom_file
 
-_NON_DICOM_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nii", ".nii.gz", ".npy", ".nrrd", ".mha")
+__all__ = ["RandMultiView", "LoadXRay", "is_dicom_file", "dicom_photometric_interpretation"]
 
 
 class RandMultiView(Randomizable, Transform):
@@ -47,40 +47,6 @@ class RandMultiView(Randomizable, Transform):
     def __call__(self, img):
         views = [torch.as_tensor(self.transform(img)) for _ in range(self.num_views)]
         return torch.stack(views, dim=0)
-
-
-def is_dicom_file(path: str) -> bool:
-    """Whether ``path`` is a DICOM file: a ``.dcm``/``.dicom`` suffix, or the ``DICM`` magic at byte 128 (DICOM files
-    from a PACS export often have no suffix at all)."""
-    if str(path).lower().endswith((".dcm", ".dicom")):
-        return True
-    if str(path).lower().endswith(_NON_DICOM_SUFFIXES):
-        return False
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-def dicom_photometric_interpretation(path: str, meta: Mapping | None = None) -> str | None:
-    """The Photometric Interpretation (0028,0004) of a DICOM file, e.g. ``"MONOCHROME1"``; None when absent.
-
-    Read with pydicom when it is installed (header only), else from the ITK metadata dictionary that MONAI's
-    ``ITKReader`` puts in ``meta`` (key ``"0028|0004"``).
-    """
-    pydicom, has_pydicom = optional_import("pydicom")
-    if has_pydicom:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PhotometricInterpretation"])
-            value = ds.get("PhotometricInterpretation")
-        except Exception:  # not readable by pydicom: fall back to what ITK read
-            value = None
-        if value:
-            return str(value).strip().upper()
-    value = (meta or {}).get("0028|0004")
-    return str(value).strip().upper() if value else None
 
 
 def _itk_inverts_monochrome1() -> bool:

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import stat
 
 import pytest
 import torch
@@ -13,8 +11,6 @@ from monai_contrastive.handlers import (
     PreciseBatchNorm,
     RegressionMetric,
     ResumableCheckpoint,
-    atomic_save,
-    atomic_write_json,
     regression_metrics,
     update_bn_stats,
 )
@@ -36,20 +32,6 @@ def test_regression_metric_pools_the_whole_set():
     assert regression_metrics(p, t)["r2"] == pytest.approx(r2.item(), rel=1e-6)
     with pytest.raises(ValueError, match="no samples"):
         RegressionMetric("mae").aggregate()
-
-
-def test_atomic_save_keeps_old_file_on_failure(tmp_path):
-    path = str(tmp_path / "ckpt.pt")
-    atomic_save({"a": 1}, path)
-
-    class Boom:
-        def __reduce__(self):
-            raise RuntimeError("cannot pickle")
-
-    with pytest.raises(RuntimeError):
-        atomic_save({"b": Boom()}, path)
-    assert torch.load(path) == {"a": 1}
-    assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp_")] == []
 
 
 def test_update_bn_stats_is_exact_average():
@@ -180,15 +162,3 @@ def test_resumable_checkpoint_defers_to_a_checkpoint_loader(tmp_path):
     CheckpointLoader(str(model_pt), {"model": ckpt.save_dict["model"]}).attach(trainer)
     with pytest.raises(ValueError, match="other data"):
         trainer.run([0, 1], max_epochs=3)
-
-
-def test_saved_files_follow_the_umask(tmp_path):
-    """mkstemp makes 0600 files; checkpoints and models must get the usual mode (0666 less the umask)."""
-    old = os.umask(0o022)
-    try:
-        atomic_save({"a": 1}, str(tmp_path / "m.pt"))
-        atomic_write_json({"a": 1}, str(tmp_path / "m.json"))
-    finally:
-        os.umask(old)
-    for name in ("m.pt", "m.json"):
-        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644, name
