@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from monai_contrastive.io import atomic_write
+
 __all__ = ["FLARE22_ABBREVIATIONS", "flare_tables"]
 
 FLARE22_ABBREVIATIONS: dict[str, str] = {
@@ -99,6 +101,4 @@ def flare_tables(
         lines += [f"## Phase: {p}", ""] + _tables([r for r in rows if r.get("phase") == p], organs, names)
     lines.append("Organs absent from a case's ground truth are left out of that organ's values ('-', not in n).")
     path = os.path.join(output_dir or os.path.dirname(csv_path), filename)
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return path
+    return atomic_write(path, lambda f: f.write("\n".join(lines) + "\n"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -12,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 from monai.inferers import Inferer
+
+from monai_contrastive.io import atomic_write, atomic_write_json
 
 __all__ = ["ProfiledInferer", "peak_rss_mib"]
 
@@ -70,8 +71,7 @@ class ProfiledInferer(Inferer):
         """Write ``<name>.json`` and ``<name>.md`` to ``output_dir``; return the report."""
         rep = self.report()
         os.makedirs(output_dir, exist_ok=True)
-        with open(os.path.join(output_dir, f"{name}.json"), "w") as f:
-            json.dump(rep, f, indent=2)
+        atomic_write_json(rep, os.path.join(output_dir, f"{name}.json"))
         sec = rep["seconds_per_case"]
         gpu = f"{rep['peak_gpu_mib']:.0f} MiB" if rep["peak_gpu_mib"] is not None else "n/a (CPU)"
         lines = [
@@ -82,8 +82,7 @@ class ProfiledInferer(Inferer):
             "",
             "Seconds: the network forward per case (no preprocessing or inversion); peak RSS: the whole process.",
         ]
-        with open(os.path.join(output_dir, f"{name}.md"), "w") as f:
-            f.write("\n".join(lines) + "\n")
+        atomic_write(os.path.join(output_dir, f"{name}.md"), lambda f: f.write("\n".join(lines) + "\n"))
         print(
             f"efficiency: {sec.get('median', float('nan')):.3f} s/case (median), peak GPU {gpu}, "
             f"peak RSS {rep['peak_rss_mib']:.0f} MiB",
