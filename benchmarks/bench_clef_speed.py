@@ -101,7 +101,8 @@ def bench_losses(args) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     rows = []
     spacing = torch.tensor([[1.9, 1.9, 2.3]])
-    for a, l_, size in [(64, 2048, 64), (256, 8192, 96)]:
+    cases = [(64, 2048, 64), (256, 8192, 96)][: len(args.loss_sizes)]
+    for (a, l_, _), size in zip(cases, args.loss_sizes):
         feats = torch.randn(1, 32, size, size, size, generator=g, requires_grad=True)
         n = size**3
         anchors, leaves = torch.randint(0, n, (1, a), generator=g), torch.randint(0, n, (1, l_), generator=g)
@@ -116,7 +117,7 @@ def bench_losses(args) -> list[dict]:
         check = float(loss.pair_loss(feats, spacing, anchors, leaves)[0])
         assert abs(check - float(loop_discriminativeness(feats, spacing, anchors, leaves))) < 1e-4 * max(1, check)
         rows.append(_compare(f"discriminativeness A={a}, L={l_}, C=32, {size}^3", vec, loop, args.repeats))
-    for size in (64, 96):
+    for size in args.loss_sizes:
         w = torch.randn(1, 32, size, size, size, generator=g, requires_grad=True)
         o = torch.randn(1, 32, size, size, size, generator=g, requires_grad=True)
         valid = (torch.rand(1, 1, size, size, size, generator=g) > 0.2).float()
@@ -319,6 +320,13 @@ def main() -> None:
     p.add_argument("--checkpointing", type=int, nargs="+", default=[0, 1], help="0 without, 1 with")
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip_losses", action="store_true")
+    p.add_argument(
+        "--loss_sizes",
+        type=int,
+        nargs="+",
+        default=[64, 96],
+        help="feature-map sizes of the loss cases (first: 64 anchors / 2048 leaves, second: 256 / 8192)",
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:

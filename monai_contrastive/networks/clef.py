@@ -71,9 +71,14 @@ class _Backbone(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gradient_checkpointing and self.training:
+            return self._checkpointed(x)
+        return self.unet(x)["decoder"]
+
+    @torch.jit.unused
+    def _checkpointed(self, x):  # no annotations: TorchScript cannot resolve postponed ones of an unused method
+        """The U-Net's levels under ``torch.utils.checkpoint`` (not scripted: TorchScript exports run inference)."""
         u = self.unet
-        if not (self.gradient_checkpointing and torch.is_grad_enabled()):
-            return u(x)["decoder"]
 
         def cp(module, *args):
             return checkpoint(module, *args, use_reentrant=False)

@@ -59,3 +59,11 @@ def test_default_size_is_near_the_papers():
     """Table 2: 33.0 M parameters; the default widths give a 33.28 M backbone (heads add a few thousand)."""
     n = sum(p.numel() for p in CLEFSegNet().backbone.parameters())
     assert n == 33_277_696
+
+
+def test_the_segmentation_network_scripts_for_torchscript_export():
+    """Model-zoo ``ckpt_export`` scripts the network: the checkpointed training path is left out of the script."""
+    torch.manual_seed(4)
+    net = CLEFSegNet(out_channels=3, features=SMALL, gradient_checkpointing=True).eval()
+    x = torch.randn(1, 1, 32, 32, 32)
+    torch.testing.assert_close(torch.jit.script(net)(x), net(x))
