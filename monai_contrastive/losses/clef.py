@@ -266,8 +266,9 @@ class OrganDiceCELoss(DiceCELoss):
             channels.
         kwargs: ``DiceCELoss`` arguments (``sigmoid`` is forced on, ``softmax`` / ``to_onehot_y`` off).
 
-    Shapes: ``input`` ``(B, num_classes - 1, *spatial)`` logits, ``target`` ``(B, 1, *spatial)`` label map (or the
-    organ targets already one-hot).
+    Shapes: ``input`` ``(B, num_classes - 1, *spatial)`` organ logits, or ``(B, num_classes, *spatial)`` with the
+    constant background logit of :class:`~monai_contrastive.networks.CLEFSegNet` first (left out of the loss);
+    ``target`` ``(B, 1, *spatial)`` label map (or the organ targets already one-hot).
     """
 
     def __init__(self, num_classes: int = 14, **kwargs) -> None:
@@ -276,10 +277,12 @@ class OrganDiceCELoss(DiceCELoss):
         self.num_classes = int(num_classes)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if input.shape[1] == self.num_classes:
+            input = input[:, 1:]  # the constant background logit is not trained
         if input.shape[1] != self.num_classes - 1:
             raise ValueError(
                 f"OrganDiceCELoss: the prediction has {input.shape[1]} channels, expected one per organ "
-                f"({self.num_classes - 1})."
+                f"({self.num_classes - 1}), optionally after a background channel."
             )
         if target.shape[1] == 1:
             target = organ_one_hot(target, self.num_classes)

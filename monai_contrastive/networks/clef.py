@@ -170,13 +170,21 @@ class CLEFSegNet(nn.Module):
     channel per organ (§2.2: "we transfer only the weights of the backbone U-Net, while the head is re-initialized";
     §2.3: sigmoid per channel, background where every channel is < 0.5).
 
+    With ``background_channel`` (default) a constant logit 0 is put in front of the organ logits: after the sigmoid it
+    is 0.5, so MONAI's usual ``Activations(sigmoid=True)`` + ``AsDiscrete(argmax=True)`` gives exactly §2.3's rule
+    (background unless some organ reaches 0.5, else the most probable organ), every label value has an output
+    channel (``channel_def`` of the bundle, MONAI Label), and zero padding from ``Invertd`` reads as background. The
+    constant is not learned; the losses see the organ channels only.
+
     Args:
         spatial_dims, in_channels, features, norm, head_hidden, gradient_checkpointing: as :class:`CLEFNet`.
         out_channels: organs (13 for FLARE22; no background channel).
         backbone_weights: a :class:`CLEFNet` weights file whose ``backbone.*`` tensors are loaded (None: random).
         weights_key: entry of that file holding the state dict (None for a plain state dict).
+        background_channel: prepend the constant background logit 0.
 
-    Shapes: ``(B, in_channels, *S)`` -> logits ``(B, out_channels, *S)``.
+    Shapes: ``(B, in_channels, *S)`` -> logits ``(B, out_channels + 1, *S)`` (background first), or
+    ``(B, out_channels, *S)`` without ``background_channel``.
     """
 
     def __init__(
@@ -190,12 +198,17 @@ class CLEFSegNet(nn.Module):
         gradient_checkpointing: bool = False,
         backbone_weights: str | None = None,
         weights_key: str | None = None,
+        background_channel: bool = True,
     ) -> None:
         super().__init__()
         self.backbone = _Backbone(_unet(spatial_dims, in_channels, features, norm), gradient_checkpointing)
         self.head = PointwiseHead(int(features[5]), out_channels, head_hidden, spatial_dims)
+        self.background_channel = background_channel
         if backbone_weights:
             load_pretrained_weights(self.backbone, backbone_weights, weights_key, prefix="backbone.")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        organs = self.head(self.backbone(x))
+        if not self.background_channel:
+            return organs
+        return torch.cat([torch.zeros_like(organs[:, :1]), organs], dim=1)

@@ -58,7 +58,7 @@ def test_export_layout_metadata_and_weights(exported):
     assert check_metadata(meta) == []
     assert "monai-contrastive" not in meta["required_packages_version"]
     pred = meta["network_data_format"]["outputs"]["pred"]
-    assert pred["num_channels"] == 13 and len(pred["channel_def"]) == 14
+    assert pred["num_channels"] == 14 and len(pred["channel_def"]) == 14
     assert zh.plugin_references(dst) == []
     state = torch.load(dst / "models" / "model.pt", weights_only=True)
     trained = torch.load(src / "models" / "model.pt", weights_only=True)

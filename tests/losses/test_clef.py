@@ -270,5 +270,7 @@ def test_organ_dice_ce_is_sigmoid_dice_plus_per_channel_bce():
     want = DiceLoss(sigmoid=True)(logits, target) + F.binary_cross_entropy_with_logits(logits, target)
     got = OrganDiceCELoss(num_classes=14)(logits, label)
     assert float(got) == pytest.approx(float(want), rel=1e-5)
+    with_background = torch.cat([torch.zeros_like(logits[:, :1]), logits], 1)
+    assert float(OrganDiceCELoss(num_classes=14)(with_background, label)) == pytest.approx(float(want), rel=1e-5)
     with pytest.raises(ValueError, match="one per organ"):
         OrganDiceCELoss(num_classes=14)(logits[:, :5], label)

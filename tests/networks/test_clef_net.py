@@ -35,7 +35,8 @@ def test_backbone_transfers_and_the_head_is_new(tmp_path):
     for k, v in pre.backbone.state_dict().items():
         assert torch.equal(seg.backbone.state_dict()[k], v)
     assert seg.head[2].weight.shape[0] == 13
-    assert seg(torch.randn(1, 1, 32, 32, 32)).shape == (1, 13, 32, 32, 32)
+    out = seg(torch.randn(1, 1, 32, 32, 32))
+    assert out.shape == (1, 14, 32, 32, 32) and bool((out[:, 0] == 0).all())  # constant background logit first
     assert clef_backbone_weights("random", str(path)) is None
     with pytest.raises(FileNotFoundError, match="run the pretraining"):
         clef_backbone_weights("clef", str(tmp_path / "missing.pt"))
@@ -67,3 +68,18 @@ def test_the_segmentation_network_scripts_for_torchscript_export():
     net = CLEFSegNet(out_channels=3, features=SMALL, gradient_checkpointing=True).eval()
     x = torch.randn(1, 1, 32, 32, 32)
     torch.testing.assert_close(torch.jit.script(net)(x), net(x))
+
+
+def test_background_channel_makes_argmax_the_papers_post_processing():
+    """§2.3: background where every organ sigmoid is < 0.5, else 1 + argmax: the argmax over [0.5, sigmoids]."""
+    from monai_contrastive.transforms.ct import AsOrganLabels
+
+    torch.manual_seed(5)
+    net = CLEFSegNet(out_channels=13, features=SMALL).eval()
+    with torch.no_grad():
+        net.head[2].bias.fill_(-0.3)  # some voxels below 0.5 everywhere, others not
+        out = net(torch.randn(1, 1, 32, 32, 32))
+    probs = torch.sigmoid(out[0])
+    want = AsOrganLabels()(probs[1:])
+    assert torch.equal(probs.argmax(0, keepdim=True).to(torch.uint8), want)
+    assert 0 < int((want == 0).sum()) < want.numel()
