@@ -56,11 +56,12 @@ def loop_discriminativeness(features, spacing, anchors, leaves, min_mm=10.0, mar
     values = []
     for s in range(b):
         f_l = F.normalize(flat[s][:, leaves[s]], dim=0)  # (C, L)
+        # anchors gathered once: indexing the full map per anchor would add a full-size gradient per anchor
+        f_all = F.normalize(flat[s][:, anchors[s]], dim=0).unbind(1)
         p_l = voxel_coordinates_mm(leaves[s][None], tuple(spatial), spacing[s][None])[0]  # (L, 3)
         p_a = voxel_coordinates_mm(anchors[s][None], tuple(spatial), spacing[s][None])[0]
         total, count = features.new_zeros(()), 0
-        for i, a in enumerate(anchors[s].tolist()):
-            f_a = F.normalize(flat[s][:, a], dim=0)
+        for i, f_a in enumerate(f_all):
             far = ((p_l - p_a[i]) ** 2).sum(1) >= min_mm**2
             total = total + (torch.relu(margin + f_a @ f_l) * far).sum()
             count += int(far.sum())
@@ -75,9 +76,10 @@ def loop_equivariance(warped, of_warped, valid):
     values = []
     for s in range(b):
         total, count = warped.new_zeros(()), warped.new_zeros(())
-        for k in range(warped.shape[2]):
-            cos = (F.normalize(warped[s, :, k], dim=0) * F.normalize(of_warped[s, :, k], dim=0)).sum(0)
-            v = (valid[s, 0, k] > 0.5).to(cos.dtype)
+        # unbind once: indexing the full map per slice would add a full-size gradient per slice
+        for w_k, o_k, v_k in zip(warped[s].unbind(1), of_warped[s].unbind(1), valid[s, 0].unbind(0)):
+            cos = (F.normalize(w_k, dim=0) * F.normalize(o_k, dim=0)).sum(0)
+            v = (v_k > 0.5).to(cos.dtype)
             total = total - (cos * v).sum()
             count = count + v.sum()
         values.append(total / count.clamp_min(1))
@@ -315,7 +317,7 @@ def main() -> None:
     p.add_argument("--out", default=os.path.join(HERE, "results", "clef_speed.md"))
     p.add_argument("--repeats", type=int, default=7, help="loss repeats (and step repeats of a worker)")
     p.add_argument("--step_repeats", type=int, default=5)
-    p.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128])
+    p.add_argument("--sizes", type=int, nargs="*", default=[64, 96, 128])
     p.add_argument("--features", type=int, nargs=6, default=list(CLEF_UNET_FEATURES))
     p.add_argument("--checkpointing", type=int, nargs="+", default=[0, 1], help="0 without, 1 with")
     p.add_argument("--device", default="cpu")
