@@ -625,3 +625,20 @@ def monailabel_server(
             return
         finally:
             _kill_group(proc)
+
+
+def copy_studies(demo_dir, studies) -> list[str]:
+    """Copy the first test and the first training volume of a synthetic CT demo folder (``imagesTs``/``labelsTs``,
+    ``imagesTr``/``labelsTr``) into a MONAI Label studies folder, labels under ``labels/final``; return their ids."""
+    import shutil
+    from pathlib import Path
+
+    demo_dir, studies = Path(demo_dir), Path(studies)
+    (studies / "labels" / "final").mkdir(parents=True, exist_ok=True)
+    ids = []
+    for sub_img, sub_lab in [("imagesTs", "labelsTs"), ("imagesTr", "labelsTr")]:
+        name = sorted(os.listdir(demo_dir / sub_img))[0]
+        shutil.copy(demo_dir / sub_img / name, studies / name)
+        shutil.copy(demo_dir / sub_lab / name, studies / "labels" / "final" / name)
+        ids.append(name[: -len(".nii.gz")])
+    return ids

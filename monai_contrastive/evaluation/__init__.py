@@ -7,6 +7,7 @@ from __future__ import annotations
 from .clustering import RegionClusteringEvaluation, cluster_slice, region_clustering_scores
 from .cross_validation import CrossValidationEvaluation
 from .dice_nsd import FLARE22_NSD_TOLERANCE_MM, segmentation_metrics
+from .flare import FLARE22_ABBREVIATIONS, flare_tables
 from .holdout import HoldoutEvaluation
 from .multiphase import organ_embedding_pca, paired_wilcoxon, print_dice_per_phase
 from .reporting import report_heldout_test, report_predictions, report_validation
@@ -22,6 +23,8 @@ __all__ = [
     "cluster_slice",
     "region_clustering_scores",
     "CrossValidationEvaluation",
+    "FLARE22_ABBREVIATIONS",
+    "flare_tables",
     "FLARE22_NSD_TOLERANCE_MM",
     "HoldoutEvaluation",
     "OrganRow",

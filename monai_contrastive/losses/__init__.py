@@ -1,4 +1,5 @@
 from .adacon import AdaptiveMarginContrastiveLoss, AdaptiveTripletLoss, NPairLoss, SupConLoss, positive_mask
+from .clef import DecodingLoss, DiscriminativenessLoss, EquivarianceLoss, OrganDiceCELoss, organ_one_hot
 from .dcc import (
     PRETRAIN_METHODS,
     DynamicContrastCorrelationLoss,
@@ -20,6 +21,11 @@ __all__ = [
     "attention_mean_intensity",
     "contrast_correlation_weights",
     "dcc_pretraining_loss",
+    "DecodingLoss",
+    "DiscriminativenessLoss",
+    "EquivarianceLoss",
+    "OrganDiceCELoss",
+    "organ_one_hot",
     "ECDF",
     "FlatRegressionLoss",
     "InfoNCELoss",

@@ -1,5 +1,6 @@
 from .blocks import InputNormalization
 from .bundle_weights import load_bundle_weights, weights_mismatch
+from .clef import CLEFNet, CLEFSegNet, PointwiseHead, affine_warp, clef_backbone_weights
 from .dcc import (
     ClassifierHead,
     SMPEncoder,
@@ -26,6 +27,11 @@ __all__ = [
     "dcc_pretraining_net",
     "dcc_segmentation_net",
     "load_coarse_network",
+    "CLEFNet",
+    "CLEFSegNet",
+    "PointwiseHead",
+    "affine_warp",
+    "clef_backbone_weights",
     "ContrastiveNet",
     "DenseProjectionHead",
     "FeatureUNet",

@@ -15,7 +15,7 @@ import torch
 
 from monai_contrastive.data.ct_labels import FLARE22_ORGANS
 
-from ..monailabel_harness import monailabel_python, monailabel_server, skip_reason
+from ..monailabel_harness import copy_studies, monailabel_python, monailabel_server, skip_reason
 from .conftest import _workflow
 
 BUNDLE = os.path.join(os.path.dirname(__file__), "..", "..", "bundles", "lrc_multiorgan_ct")
@@ -68,14 +68,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.monailabel
 def test_monailabel_info_infer_train(trained, ml_python, tmp_path):
     studies = tmp_path / "studies"
-    (studies / "labels" / "final").mkdir(parents=True)
-    demo = trained / "demo_data"
-    ids = []
-    for sub_img, sub_lab in [("imagesTs", "labelsTs"), ("imagesTr", "labelsTr")]:
-        name = sorted(os.listdir(demo / sub_img))[0]
-        shutil.copy(demo / sub_img / name, studies / name)
-        shutil.copy(demo / sub_lab / name, studies / "labels" / "final" / name)
-        ids.append(name[: -len(".nii.gz")])
+    ids = copy_studies(trained / "demo_data", studies)
 
     # the bundle's own inference on the first study, for comparison
     own_dir = tmp_path / "own"

@@ -24,6 +24,8 @@ from monai_contrastive.data import load_echonet_filelist
 
 from .test_adacon_bmd_xray import TINY as BMD_TINY
 from .test_adacon_lvef_echo import TINY as ECHO_TINY
+from .test_clef_ct import PRETRAIN as CLEF_PRETRAIN
+from .test_clef_ct import TINY as CLEF_TINY
 from .test_lrc_multiorgan_ct import TINY as LRC_TINY
 
 BUNDLES_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "bundles")
@@ -55,9 +57,16 @@ CASES = {
         "elastic#spacing": [8, 8],
         "epochs": 2,
     },
+    # CLEF fine-tuning: early stopping reads the validation loss gathered over both ranks
+    "clef_ct": {**{k: v for k, v in CLEF_TINY.items() if k != "device"}, "epochs": 2},
+    # CLEF pretraining: both forwards of eq. 2 under DDP
+    "clef_ct:pretrain": {**{k: v for k, v in CLEF_PRETRAIN.items() if k != "device"}, "epochs": 2},
 }
 # the configs of a case, the multi-GPU override last (default: train.json + multi_gpu_train.json)
-CONFIGS = {"lrc_multiorgan_ct:pretrain_moco": ("pretrain_common.json", "pretrain_moco.json", "multi_gpu_pretrain.json")}
+CONFIGS = {
+    "lrc_multiorgan_ct:pretrain_moco": ("pretrain_common.json", "pretrain_moco.json", "multi_gpu_pretrain.json"),
+    "clef_ct:pretrain": ("pretrain.json", "multi_gpu_pretrain.json"),
+}
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torch.distributed.run") is None
@@ -73,6 +82,10 @@ def _expected_iterations(name: str, root: str) -> int:
         return case["iterations"]
     if name == "lrc_multiorgan_ct:pretrain_moco":  # 4 pretraining images over the ranks, full batches only (MoCo)
         return case["epochs"] * (math.ceil(4 / WORLD) // case["batch_size"])
+    if name == "clef_ct":  # fold 0's 4 training volumes over the ranks (even_divisible), batch 1
+        return case["epochs"] * math.ceil(4 / WORLD)
+    if name == "clef_ct:pretrain":  # the 2 unlabelled volumes, one per rank
+        return case["epochs"] * math.ceil(2 / WORLD)
     if name == "lrc_multiorgan_ct":  # the few-label subset split over the ranks, last batch kept
         return case["epochs"] * math.ceil(math.ceil(case["num_train_volumes"] / WORLD) / case["batch_size"])
     # one epoch is this rank's shard of TRAIN (DistributedSampler, even_divisible) in full batches

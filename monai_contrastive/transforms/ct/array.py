@@ -25,18 +25,34 @@ import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import LoadImage, Randomizable, RandomizableTransform, Transform
+from monai.transforms import (
+    Compose,
+    CropForeground,
+    LoadImage,
+    Orientation,
+    Randomizable,
+    RandomizableTransform,
+    Resize,
+    ScaleIntensityRange,
+    Transform,
+)
 from monai.utils import TransformBackends, convert_to_tensor, ensure_tuple
 
 __all__ = [
+    "AboveHU",
+    "AsOrganLabels",
+    "CLEFPreprocess",
     "FelzenszwalbSuperpixels",
     "LoadVolume",
     "OrganPatches",
     "PercentileNormalize",
+    "RandCLEFAffine",
     "RandResizedCrop",
     "ValidateCT",
     "body_mask",
+    "check_ct_volume",
     "ct_name",
+    "voxel_spacing",
 ]
 
 
@@ -578,3 +594,192 @@ class RandResizedCrop(RandomizableTransform):
             return crop.clone()
         kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
         return torch.nn.functional.interpolate(crop[None], size=tuple(x.shape[1:]), mode=mode, **kwargs)[0]
+
+
+class AboveHU:
+    """``select_fn`` of MONAI's ``CropForeground``: voxels above ``threshold`` HU (a class, not a lambda, so that
+    transforms holding it pickle for DataLoader workers and persistent caches)."""
+
+    def __init__(self, threshold: float = -500.0) -> None:
+        self.threshold = float(threshold)
+
+    def __call__(self, x: NdarrayOrTensor) -> NdarrayOrTensor:
+        return x > self.threshold
+
+    def __repr__(self) -> str:
+        return f"AboveHU({self.threshold:g})"
+
+
+def check_ct_volume(img: NdarrayOrTensor, body_threshold: float | None = -500.0, meta: Mapping | None = None) -> None:
+    """Raise a ``ValueError`` naming the file unless ``img`` is one channel-first 3D CT volume ``(1, H, W, D)`` with a
+    voxel above ``body_threshold`` HU (the body of CLEF's preprocessing, §2.1 step 1)."""
+    name = ct_name(img, meta)
+    where = f" {name}" if name else ""
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) != 4 or shape[0] != 1:
+        raise ValueError(
+            f"image{where}: expected one channel-first 3D CT volume (1, H, W, D), got shape {shape} (a 2D slice, a 4D "
+            "series or a multi-channel image cannot be preprocessed as a CT volume)."
+        )
+    if body_threshold is not None:
+        x = _plain(img)
+        if not bool((x > body_threshold).any()):
+            raise ValueError(
+                f"image{where}: no voxel above {body_threshold:g} HU (maximum {float(x.max()):g}), so there is no body "
+                "to crop to: an empty volume, or not a CT in Hounsfield units."
+            )
+
+
+def voxel_spacing(img: NdarrayOrTensor) -> torch.Tensor:
+    """The voxel size (mm) along each array axis of a MetaTensor: the column norms of its affine, ``(n,)`` float32."""
+    affine = getattr(img, "affine", None)
+    if affine is None:
+        raise ValueError("voxel_spacing needs a MetaTensor with an affine (load the image with LoadImage(d)).")
+    a = torch.as_tensor(affine, dtype=torch.float64)
+    n = a.shape[0] - 1
+    return torch.linalg.norm(a[:n, :n], dim=0).to(torch.float32)
+
+
+class _CheckCT(Transform):
+    def __init__(self, body_threshold: float | None) -> None:
+        self.body_threshold = body_threshold
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        check_ct_volume(img, self.body_threshold)
+        return img
+
+
+class CLEFPreprocess(Compose):
+    """The preprocessing of CLEF (Kuleshov et al., FLARE 2022, §2.1) of one channel-first CT volume in HU, in the
+    paper's order, as an invertible MONAI ``Compose`` (``Invertd`` / ``.inverse`` undo every spatial step):
+
+    1. body mask: voxels above ``body_threshold`` (-500 HU); a volume without one is an error naming the file;
+    2. crop to the mask's bounding box (``CropForeground``);
+    3. resize to ``spatial_size`` (192^3 in the paper) by interpolation (``Resize``);
+    4. canonical orientation (``Orientation``, RAS by default);
+    5. clip to ``hu_window`` (-200, 300) HU and 6. scale to (-1, 1) (``ScaleIntensityRange``).
+
+    The voxel spacing after cropping and resizing is in the output MetaTensor's affine
+    (:func:`voxel_spacing` reads it). Input ``(1, H, W, D)``, a 2D or 4D array is an error naming the file.
+
+    Args:
+        spatial_size: output shape (paper §2.1: 192 x 192 x 192).
+        axcodes: canonical orientation.
+        hu_window: clipping window in HU (paper §2.1: (-200, 300)).
+        body_threshold: HU of the body mask (paper §2.1: -500).
+        mode: interpolation of the resize (``"trilinear"``; ``"nearest"`` for label maps).
+    """
+
+    def __init__(
+        self,
+        spatial_size: Sequence[int] = (192, 192, 192),
+        axcodes: str = "RAS",
+        hu_window: Sequence[float] = (-200.0, 300.0),
+        body_threshold: float = -500.0,
+        mode: str = "trilinear",
+    ) -> None:
+        super().__init__(
+            [
+                _CheckCT(body_threshold),
+                CropForeground(select_fn=AboveHU(body_threshold), allow_smaller=True),
+                Resize(tuple(int(s) for s in spatial_size), mode=mode),
+                Orientation(axcodes=axcodes),
+                ScaleIntensityRange(float(hu_window[0]), float(hu_window[1]), -1.0, 1.0, clip=True),
+            ]
+        )
+
+
+class RandCLEFAffine(RandomizableTransform):
+    """The random affine ``T`` of CLEF's equivariance loss (eq. 2; §3.2 "Training protocols"): two of the three axes
+    drawn at random, and in their plane a scale in ``scale_range`` (1, 1.5), a shift in ``shift_range`` (-0.1, 0.1)
+    along each of the two axes and a rotation in ``rotate_range`` (-30, 30) degrees.
+
+    Returns the matrix ``theta`` ``(n, n + 1)`` of :func:`~monai_contrastive.networks.affine_warp` (PyTorch's
+    ``affine_grid`` convention: output -> input coordinates, the volume spans [-1, 1] per axis, coordinate ``c`` is
+    array axis ``n - 1 - c``). The paper does not give the conventions; ours: the scale magnifies the content (the
+    grid shrinks by ``1 / scale``), so the warped view stays inside the volume except at the corners the rotation
+    and shift uncover; the shift is in those normalised units (0.1 = 5 % of the extent). Seed it with
+    ``set_random_state``; ``prob`` is 1 (every sample gets a transform).
+
+    Args:
+        scale_range: magnification range.
+        shift_range: shift range per selected axis (normalised units).
+        rotate_range: rotation range in degrees within the selected plane.
+        num_axes: axes of the plane (2).
+    """
+
+    def __init__(
+        self,
+        scale_range: Sequence[float] = (1.0, 1.5),
+        shift_range: Sequence[float] = (-0.1, 0.1),
+        rotate_range: Sequence[float] = (-30.0, 30.0),
+        num_axes: int = 2,
+    ) -> None:
+        RandomizableTransform.__init__(self, prob=1.0)
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        self.shift_range = (float(shift_range[0]), float(shift_range[1]))
+        self.rotate_range = (float(rotate_range[0]), float(rotate_range[1]))
+        if num_axes != 2:
+            raise ValueError(f"RandCLEFAffine: the transform acts in a plane of 2 axes, got num_axes={num_axes}.")
+        if self.scale_range[0] <= 0:
+            raise ValueError(f"RandCLEFAffine: scales must be positive, got {scale_range}.")
+        self.num_axes = num_axes
+        self._params: tuple = ()
+
+    def randomize(self, spatial_dims: int = 3) -> None:  # type: ignore[override]
+        super().randomize(None)
+        axes = np.sort(self.R.choice(spatial_dims, self.num_axes, replace=False))
+        scale = self.R.uniform(*self.scale_range)
+        shift = self.R.uniform(*self.shift_range, size=self.num_axes)
+        angle = math.radians(self.R.uniform(*self.rotate_range))
+        self._params = (spatial_dims, tuple(int(a) for a in axes), float(scale), tuple(float(s) for s in shift), angle)
+
+    def matrix(self) -> torch.Tensor:
+        """``theta`` of the last draw."""
+        n, axes, scale, shift, angle = self._params
+        theta = torch.zeros(n, n + 1, dtype=torch.float64)
+        theta[:, :n] = torch.eye(n, dtype=torch.float64)
+        p, q = (n - 1 - a for a in axes)  # affine_grid's coordinate of each array axis
+        c, s = math.cos(angle) / scale, math.sin(angle) / scale
+        theta[p, p], theta[p, q], theta[q, p], theta[q, q] = c, -s, s, c
+        theta[p, n], theta[q, n] = shift
+        return theta.to(torch.float32)
+
+    def __call__(
+        self, img: NdarrayOrTensor | None = None, spatial_dims: int | None = None, randomize: bool = True
+    ) -> torch.Tensor:
+        """Draw (unless ``randomize`` is False) and return ``theta`` for ``img`` (C, *spatial) or ``spatial_dims``."""
+        n = int(spatial_dims) if spatial_dims is not None else (img.ndim - 1 if img is not None else 3)
+        if randomize or not self._params or self._params[0] != n:
+            self.randomize(n)
+        return self.matrix()
+
+
+class AsOrganLabels(Transform):
+    """CLEF's post-processing (§2.3): per-organ probabilities ``(C, *spatial)`` (one channel per organ, no background)
+    -> label map ``(1, *spatial)`` uint8: 0 (background) where every channel is below ``threshold``, else the organ
+    ``1 + argmax``. MetaTensor meta is kept.
+
+    Args:
+        threshold: 0.5 (§2.3).
+        sigmoid: apply the sigmoid first (False when ``Activations(sigmoid=True)`` ran before, e.g. ahead of
+            ``Invertd``, whose zero padding must read as probability 0, not as the logit 0).
+    """
+
+    def __init__(self, threshold: float = 0.5, sigmoid: bool = False) -> None:
+        self.threshold = float(threshold)
+        self.sigmoid = sigmoid
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        x = _plain(img).float()
+        if self.sigmoid:
+            x = torch.sigmoid(x)
+        top, idx = x.max(0, keepdim=True)
+        labels = torch.where(top >= self.threshold, idx + 1, torch.zeros_like(idx)).to(torch.uint8)
+        if isinstance(img, torch.Tensor) and hasattr(img, "affine"):
+            from monai.data import MetaTensor
+
+            out = MetaTensor(labels)
+            out.copy_meta_from(img, copy_attr=True)
+            return out
+        return labels

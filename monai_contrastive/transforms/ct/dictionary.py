@@ -49,12 +49,17 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import (
+    Compose,
+    CropForegroundd,
     LoadImaged,
     MapTransform,
+    Orientationd,
     RandCropByLabelClassesd,
     Randomizable,
     RandomizableTransform,
     RandSpatialCropSamplesd,
+    Resized,
+    ScaleIntensityRanged,
     Spacingd,
     SqueezeDimd,
     Transform,
@@ -62,16 +67,30 @@ from monai.transforms import (
 from monai.utils import PostFix, ensure_tuple, ensure_tuple_rep
 
 from monai_contrastive.transforms.ct.array import (
+    AboveHU,
+    AsOrganLabels,
     FelzenszwalbSuperpixels,
     LoadVolume,
     OrganPatches,
     PercentileNormalize,
+    RandCLEFAffine,
     RandResizedCrop,
     ValidateCT,
+    check_ct_volume,
     ct_name,
+    voxel_spacing,
 )
 
 __all__ = [
+    "AsOrganLabelsd",
+    "AsOrganLabelsD",
+    "AsOrganLabelsDict",
+    "CLEFPreprocessd",
+    "CLEFPreprocessD",
+    "CLEFPreprocessDict",
+    "RandCLEFAffined",
+    "RandCLEFAffineD",
+    "RandCLEFAffineDict",
     "CoarseSegmentd",
     "CoarseSegmentD",
     "CoarseSegmentDict",
@@ -519,3 +538,177 @@ class CoarseSegmentd(MapTransform):
 
 
 CoarseSegmentD = CoarseSegmentDict = CoarseSegmentd
+
+
+class _CheckCTd(MapTransform):
+    def __init__(self, key: str, body_threshold: float | None) -> None:
+        super().__init__(key)
+        self.body_threshold = body_threshold
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        key = self.keys[0]
+        if key not in d:
+            raise KeyError(f"CLEFPreprocessd: the item has no image key {key!r} (keys: {sorted(map(str, d))}).")
+        if _is_path(d[key]):
+            raise ValueError(f"CLEFPreprocessd: image {d[key]!s} under {key!r} is not loaded; apply LoadVolumed first.")
+        check_ct_volume(d[key], self.body_threshold, d.get(PostFix.meta(key)))
+        return d
+
+
+class _BodyMaskd(MapTransform):
+    def __init__(self, key: str, body_key: str, body_threshold: float) -> None:
+        super().__init__(key)
+        self.body_key = body_key
+        self.above = AboveHU(body_threshold)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        img = d[self.keys[0]]
+        d[self.body_key] = self.above(img.as_tensor() if hasattr(img, "as_tensor") else img).to(torch.uint8)
+        return d
+
+
+class _VoxelSpacingd(MapTransform):
+    def __init__(self, key: str, spacing_key: str) -> None:
+        super().__init__(key)
+        self.spacing_key = spacing_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        d[self.spacing_key] = voxel_spacing(d[self.keys[0]])
+        return d
+
+
+class CLEFPreprocessd(Compose):
+    """Dictionary version of :py:class:`~monai_contrastive.transforms.ct.array.CLEFPreprocess` (CLEF §2.1): body
+    mask (> ``body_threshold`` HU) of the image, crop of every key to its bounding box, resize to ``spatial_size``,
+    canonical orientation, then the image clipped to ``hu_window`` and scaled to (-1, 1). Label maps (the other
+    keys) are resized with (centre-aligned) nearest neighbours. An invertible MONAI ``Compose``: ``Invertd(keys="pred",
+    transform=<a Compose holding this>, orig_keys=image_key)`` brings a prediction back to the input's grid and
+    orientation.
+
+    Besides the keys it transforms it writes ``spacing_key``: the voxel size (mm) after cropping and resizing,
+    ``(3,)`` float32 (also in the image MetaTensor's affine), which the discriminativeness loss measures distances
+    with; and ``body_key``: the body mask ``(1, *spatial_size)`` uint8 on the output grid, where its anchors and
+    leaves are drawn (None skips either). Errors name the file: no voxel above ``body_threshold`` HU, an image that
+    is not one 3D volume (put ``ValidateCTd`` first for label checks).
+
+    Args:
+        keys: the image and its label maps (missing keys are skipped, e.g. no label at inference).
+        image_key: the CT image among ``keys``.
+        spatial_size: output shape (paper §2.1: 192^3).
+        axcodes: canonical orientation.
+        hu_window: clipping window (paper §2.1: (-200, 300) HU).
+        body_threshold: body mask threshold (paper §2.1: -500 HU).
+        image_mode: interpolation of the image's resize.
+        body_key: where the body mask goes (None: not written).
+        spacing_key: where the voxel size goes (None: not written).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "label"),
+        image_key: str = "image",
+        spatial_size: Sequence[int] = (192, 192, 192),
+        axcodes: str = "RAS",
+        hu_window: Sequence[float] = (-200.0, 300.0),
+        body_threshold: float = -500.0,
+        image_mode: str = "trilinear",
+        body_key: str | None = "body",
+        spacing_key: str | None = "spacing_mm",
+    ) -> None:
+        keys = list(ensure_tuple(keys))
+        if image_key not in keys:
+            raise ValueError(f"CLEFPreprocessd: image_key {image_key!r} is not among keys {keys}.")
+        # "nearest-exact": PyTorch's "nearest" rounds down, shifting label maps by up to a voxel per resize
+        modes = [image_mode if k == image_key else "nearest-exact" for k in keys]
+        size = tuple(int(s) for s in spatial_size)
+        transforms: list = [
+            _CheckCTd(image_key, body_threshold),
+            CropForegroundd(
+                keys,
+                source_key=image_key,
+                select_fn=AboveHU(body_threshold),
+                allow_smaller=True,
+                start_coord_key=None,
+                end_coord_key=None,
+                allow_missing_keys=True,
+            ),
+            Resized(keys, size, mode=modes, allow_missing_keys=True),
+            Orientationd(keys, axcodes=axcodes, allow_missing_keys=True),
+        ]
+        if body_key:
+            transforms.append(_BodyMaskd(image_key, body_key, body_threshold))
+        transforms.append(
+            ScaleIntensityRanged(image_key, float(hu_window[0]), float(hu_window[1]), -1.0, 1.0, clip=True)
+        )
+        if spacing_key:
+            transforms.append(_VoxelSpacingd(image_key, spacing_key))
+        super().__init__(transforms)
+
+
+CLEFPreprocessD = CLEFPreprocessDict = CLEFPreprocessd
+
+
+class RandCLEFAffined(RandomizableTransform, MapTransform):
+    """Dictionary version of :py:class:`~monai_contrastive.transforms.ct.array.RandCLEFAffine`: draws CLEF's random
+    affine ``T`` for the sample and writes its ``theta`` ``(n, n + 1)`` under ``theta_key``; the data are not
+    warped here (the model warps image and features on the device, eq. 2). ``keys``: the image, whose dimensions
+    give ``n``. Seed with ``set_random_state`` (MONAI's datasets / ``set_determinism`` do).
+
+    Args:
+        keys: the image key.
+        theta_key: where ``theta`` goes (the network's ``theta`` argument via ``PrepareViewBatch(network_kwargs=
+            {"theta": theta_key})``).
+        scale_range, shift_range, rotate_range, num_axes: see ``RandCLEFAffine``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        theta_key: str = "clef_theta",
+        scale_range: Sequence[float] = (1.0, 1.5),
+        shift_range: Sequence[float] = (-0.1, 0.1),
+        rotate_range: Sequence[float] = (-30.0, 30.0),
+        num_axes: int = 2,
+    ) -> None:
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob=1.0)
+        self.theta_key = theta_key
+        self.affine = RandCLEFAffine(scale_range, shift_range, rotate_range, num_axes)
+
+    def set_random_state(self, seed: int | None = None, state=None) -> RandCLEFAffined:
+        super().set_random_state(seed, state)
+        self.affine.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        key = self.keys[0]
+        if key not in d:
+            raise KeyError(f"RandCLEFAffined: the item has no {key!r} (keys: {sorted(map(str, d))}).")
+        d[self.theta_key] = self.affine(d[key])
+        return d
+
+
+RandCLEFAffineD = RandCLEFAffineDict = RandCLEFAffined
+
+
+class AsOrganLabelsd(MapTransform):
+    """Dictionary version of :py:class:`~monai_contrastive.transforms.ct.array.AsOrganLabels` (CLEF §2.3)."""
+
+    def __init__(
+        self, keys: KeysCollection = "pred", threshold: float = 0.5, sigmoid: bool = False, allow_missing_keys=False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.converter = AsOrganLabels(threshold, sigmoid)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.converter(d[key])
+        return d
+
+
+AsOrganLabelsD = AsOrganLabelsDict = AsOrganLabelsd
