@@ -283,7 +283,7 @@ STEPS: list[StepSpec] = [
     StepSpec(
         "LRC pretraining (FeatureUNet, 256², 8 volumes x 4 slices, 2 views)",
         "lrc_multiorgan_ct",
-        ["pretrain_lrc.json"],
+        ["pretrain_common.json", "pretrain_lrc.json"],
         _lrc_batch,
         _unet_baseline(8, 2),
         _ct_overrides,
@@ -291,7 +291,7 @@ STEPS: list[StepSpec] = [
     StepSpec(
         "MoCo pretraining (U-Net encoder, 256², 8 volumes x 4 slices, queue 65,536)",
         "lrc_multiorgan_ct",
-        ["pretrain_moco.json"],
+        ["pretrain_common.json", "pretrain_moco.json"],
         _moco_batch,
         _unet_baseline(8, 2),
         _ct_overrides,
@@ -466,8 +466,8 @@ def _ct_pipe(sizes: Sizes, work: str) -> dict:
 PIPELINES: list[PipelineSpec] = [
     PipelineSpec("adacon_bmd_xray", ["train.json"], STEPS[0].name, _bmd_pipe, stacked_views=True),
     PipelineSpec("adacon_lvef_echo", ["train.json"], STEPS[1].name, _lvef_pipe, modules=("torchvision",)),
-    PipelineSpec("lrc_multiorgan_ct", ["pretrain_lrc.json"], STEPS[2].name, _ct_pipe),
-    PipelineSpec("lrc_multiorgan_ct", ["pretrain_moco.json"], STEPS[3].name, _ct_pipe),
+    PipelineSpec("lrc_multiorgan_ct", ["pretrain_common.json", "pretrain_lrc.json"], STEPS[2].name, _ct_pipe),
+    PipelineSpec("lrc_multiorgan_ct", ["pretrain_common.json", "pretrain_moco.json"], STEPS[3].name, _ct_pipe),
     PipelineSpec("lrc_multiorgan_ct", ["train.json"], STEPS[4].name, _ct_pipe),
 ]
 

@@ -62,8 +62,8 @@ def test_smoke_writes_every_section_with_finite_numbers(smoke):
     assert pipes == {
         ("adacon_bmd_xray", "train.json"),
         ("adacon_lvef_echo", "train.json"),
-        ("lrc_multiorgan_ct", "pretrain_lrc.json"),
-        ("lrc_multiorgan_ct", "pretrain_moco.json"),
+        ("lrc_multiorgan_ct", "pretrain_common.json+pretrain_lrc.json"),
+        ("lrc_multiorgan_ct", "pretrain_common.json+pretrain_moco.json"),
         ("lrc_multiorgan_ct", "train.json"),
     }
     for r in result["pipelines"]:
