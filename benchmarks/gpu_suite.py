@@ -18,8 +18,8 @@ Sections (a row is skipped, with a line saying why, when its bundle or module is
 4. Inference per case: the bundle's inference network and inferer (``inference.json``) on one case of the real size
    (preprocessing not included): one X-ray, one echo video (all clips), one CT volume; on the GPU and on the CPU.
 
-New bundles add one entry to ``STEPS`` / ``INFERENCE`` (a config, overrides, a synthetic batch); the CLEF and DCC-CL
-bundles are listed and skipped while their folders or modules are missing.
+New bundles add one entry to ``STEPS`` / ``PIPELINES`` / ``INFERENCE`` (a config, overrides, a synthetic batch); an
+entry is skipped, with a line saying why, while its bundle folder or a module it needs is missing.
 """
 
 from __future__ import annotations
@@ -260,6 +260,69 @@ def _ct_overrides(sizes: Sizes) -> dict:
     return {"patch_size": sizes.pick(256, 32), "init": "random", "pretrained_path": ""}
 
 
+def _clef_size(sizes: Sizes) -> int:
+    return sizes.pick(192, 32)
+
+
+def _clef_overrides(sizes: Sizes) -> dict:
+    # smoke: a narrow U-Net (the paper's 33 M-parameter one takes seconds a step on a CPU even at 32³)
+    return {"spatial_size": [_clef_size(sizes)] * 3, **({"features": [8, 8, 16, 16, 32, 8]} if sizes.smoke else {})}
+
+
+def _clef_batch(sizes: Sizes, g: torch.Generator):
+    """One preprocessed volume as ``CLEFPreprocessd`` + ``RandCLEFAffined`` deliver it: image in (-1, 1), the body
+    mask, the voxel spacing in mm after resizing, and the affine ``theta`` of eq. 2 (one draw)."""
+    from monai_contrastive.transforms.ct import RandCLEFAffine
+
+    s = _clef_size(sizes)
+    image = torch.rand(1, 1, s, s, s, generator=g) * 2 - 1
+    body = torch.zeros(1, 1, s, s, s, dtype=torch.bool)
+    body[..., s // 8 : s - s // 8, s // 8 : s - s // 8, :] = True
+    theta = RandCLEFAffine().set_random_state(0)(spatial_dims=3)[None]
+    return {"image": image, "body": body, "spacing_mm": torch.tensor([[1.8, 1.8, 2.0]]), "clef_theta": theta}, 1
+
+
+def _clef_baseline(parser: ConfigParser, sizes: Sizes, g: torch.Generator):
+    """The fine-tuning network of the same backbone (``CLEFSegNet``, 13 organ channels) with the bundle's
+    fine-tuning loss (Dice + CE per organ) on one labelled volume."""
+    from monai_contrastive.losses import OrganDiceCELoss
+    from monai_contrastive.networks import CLEFSegNet
+
+    s = _clef_size(sizes)
+    net = CLEFSegNet(spatial_dims=3, in_channels=1, out_channels=13, features=tuple(parser.get("features")))
+    label = torch.randint(0, 14, (1, 1, s, s, s), generator=g)
+    return net, OrganDiceCELoss(num_classes=14), torch.rand(1, 1, s, s, s, generator=g) * 2 - 1, label
+
+
+def _dcc_patches(sizes: Sizes) -> tuple[int, int]:
+    return sizes.pick((4, 128), (2, 32))
+
+
+def _dcc_batch(sizes: Sizes, g: torch.Generator):
+    """Two views of ``batch`` organ patches, each ``[image, attention map]`` as the bundle's ``views`` deliver them."""
+    b, p = _dcc_patches(sizes)
+
+    def view():
+        image = torch.rand(b, 1, p, p, generator=g)
+        attention = torch.zeros(b, 1, p, p)
+        attention[..., p // 4 : 3 * p // 4, p // 4 : 3 * p // 4] = 1.0
+        return torch.cat([image, attention], dim=1)
+
+    return {"image": view(), "image_2": view(), "organ": torch.randint(1, 14, (b,), generator=g)}, 2 * b
+
+
+def _dcc_baseline(parser: ConfigParser, sizes: Sizes, g: torch.Generator):
+    """The same 2-channel ResNet-50 in the bundle's DeepLabV3+ trained plainly with MONAI's binary ``DiceLoss`` on
+    the same number of patches (both views counted), i.e. the fine-tuning network without pretraining."""
+    from monai_contrastive.networks import dcc_segmentation_net
+
+    b, p = _dcc_patches(sizes)
+    net = dcc_segmentation_net(encoder_name=parser.get("encoder_name"), in_channels=2, classes=1)
+    x = torch.rand(2 * b, 2, p, p, generator=g)
+    y = (torch.rand(2 * b, 1, p, p, generator=g) > 0.5).float()
+    return net, monai.losses.DiceLoss(sigmoid=True), x, y
+
+
 STEPS: list[StepSpec] = [
     StepSpec(
         "AdaCon BMD (EfficientNet-B1, 128², 8 samples x 8 views)",
@@ -304,22 +367,25 @@ STEPS: list[StepSpec] = [
         _unet_baseline(4, 1),
         _ct_overrides,
     ),
-    # the CLEF and DCC-CL bundles: a config, a synthetic batch and a baseline, once their bundles exist
     StepSpec(
-        "CLEF (3D U-Net, 192³, batch 1, three losses)",
+        "CLEF pretraining (3D U-Net, 192³, batch 1, decoding + discriminativeness + equivariance)",
         "clef_ct",
-        ["train.json"],
-        None,
-        None,
+        ["pretrain.json"],
+        _clef_batch,
+        _clef_baseline,
+        _clef_overrides,
         modules=("monai_contrastive.losses.clef",),
+        paper="CLEF §2.2, §3.2",
     ),
     StepSpec(
-        "DCC-CL (ResNet-50 DeepLabV3+, organ patches)",
+        "DCC-CL pretraining (2-channel ResNet-50 + MLP, 128² organ patches, batch 4 x 2 views)",
         "dcc_multiphase_ct",
-        ["train.json"],
-        None,
-        None,
-        modules=("monai_contrastive.losses.dcc",),
+        ["pretrain.json"],
+        _dcc_batch,
+        _dcc_baseline,
+        lambda sizes: {"pretrain_method": "dcc"},
+        modules=("monai_contrastive.losses.dcc", "segmentation_models_pytorch"),
+        paper="DCC-CL §3.2, §4.2",
     ),
 ]
 
@@ -463,12 +529,49 @@ def _ct_pipe(sizes: Sizes, work: str) -> dict:
     }
 
 
+def _clef_pipe(sizes: Sizes, work: str) -> dict:
+    o = _ct_pipe(sizes, work)
+    o.update(cache_dir=os.path.join(work, "clef_cache"), spatial_size=[_clef_size(sizes)] * 3)
+    o.pop("batch_size", None), o.pop("patch_size", None)
+    return o
+
+
+class _IntensityCoarse(torch.nn.Module):
+    """A stand-in coarse network for the data pipeline: 13 "organs" by intensity band inside the body, so every
+    organ class is present as in a real abdomen and the patch extraction does its full work (no checkpoint needed)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bands = (x.clamp(0, 1) * 13).long().clamp(max=13)
+        return F.one_hot(bands[:, 0], 14).permute(0, 4, 1, 2, 3).float()
+
+
+def _dcc_pipe(sizes: Sizes, work: str) -> dict:
+    o = _ct_pipe(sizes, work)
+    o.update(
+        cache_dir=os.path.join(work, "dcc_cache"),
+        ckpt_dir=os.path.join(work, "dcc_models"),
+        coarse_network=_IntensityCoarse(),
+        pretrain_method="dcc",
+    )
+    if sizes.smoke:
+        o.update(patch_size=16, coarse_size=[16, 16, 8], patches_per_organ=1)
+    return o
+
+
 PIPELINES: list[PipelineSpec] = [
     PipelineSpec("adacon_bmd_xray", ["train.json"], STEPS[0].name, _bmd_pipe, stacked_views=True),
     PipelineSpec("adacon_lvef_echo", ["train.json"], STEPS[1].name, _lvef_pipe, modules=("torchvision",)),
     PipelineSpec("lrc_multiorgan_ct", ["pretrain_common.json", "pretrain_lrc.json"], STEPS[2].name, _ct_pipe),
     PipelineSpec("lrc_multiorgan_ct", ["pretrain_common.json", "pretrain_moco.json"], STEPS[3].name, _ct_pipe),
     PipelineSpec("lrc_multiorgan_ct", ["train.json"], STEPS[4].name, _ct_pipe),
+    PipelineSpec("clef_ct", ["pretrain.json"], STEPS[5].name, _clef_pipe, modules=("monai_contrastive.losses.clef",)),
+    PipelineSpec(
+        "dcc_multiphase_ct",
+        ["pretrain.json"],
+        STEPS[6].name,
+        _dcc_pipe,
+        modules=("monai_contrastive.losses.dcc", "segmentation_models_pytorch"),
+    ),
 ]
 
 
@@ -599,6 +702,41 @@ class InferenceSpec:
     extra: dict = field(default_factory=dict)
 
 
+_PHANTOMS: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _dcc_phantom(sizes: Sizes) -> tuple[torch.Tensor, torch.Tensor]:
+    """A synthetic abdominal CT (``data.synthetic_ct``, 512² in-plane; 32² in a smoke run) scaled to [0, 1] like the
+    bundle's preprocessing, ``(1, 1, H, W, D)``, and its organ labels ``(H, W, D)``: the fine stage's work depends on
+    the organs the coarse mask holds, so the mask must look like an abdomen, not like a random network's output."""
+    if sizes.smoke not in _PHANTOMS:
+        import numpy as np
+
+        from monai_contrastive.data.synthetic_ct.rendering import render_case
+
+        case = render_case(np.random.default_rng(0), sizes.pick(512, 32), "portal_venous")
+        hu = torch.as_tensor(case["image"].astype("float32")).clamp(-175, 250)
+        image = ((hu + 175) / 425)[None, None]
+        _PHANTOMS[sizes.smoke] = image, torch.as_tensor(case["label"].astype("int64"))
+    return _PHANTOMS[sizes.smoke]
+
+
+class _PhantomCoarse(torch.nn.Module):
+    """The bundle's coarse 3D U-Net (random weights, run for its time and memory) whose class logits are replaced by
+    the phantom's own labels, so the organ patches of the fine stage are those of a well-trained coarse stage."""
+
+    def __init__(self, labels: torch.Tensor, sizes: Sizes) -> None:
+        super().__init__()
+        channels = sizes.pick((16, 32, 64, 128, 256), (4, 8, 16))
+        self.unet = monai.networks.nets.UNet(3, 1, 14, channels, [2] * (len(channels) - 1), num_res_units=2)
+        self.register_buffer("labels", labels[None, None].float(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.unet(x)
+        labels = F.interpolate(self.labels, size=tuple(x.shape[2:]), mode="nearest")[:, 0].long()
+        return F.one_hot(labels, 14).permute(0, 4, 1, 2, 3).to(out.dtype) * 10.0 + 0.0 * out
+
+
 INFERENCE: list[InferenceSpec] = [
     InferenceSpec(
         "X-ray (EfficientNet-B1 4-fold ensemble, 128²)",
@@ -621,9 +759,23 @@ INFERENCE: list[InferenceSpec] = [
         lambda sizes, g: torch.rand(1, 1, *sizes.pick((200, 200, 58), (24, 24, 3)), generator=g),
         lambda sizes: {"patch_size": sizes.pick(256, 32)},
     ),
-    InferenceSpec("CT volume (CLEF 3D U-Net)", "clef_ct", None, modules=("monai_contrastive.losses.clef",)),
     InferenceSpec(
-        "CT volume (DCC-CL DeepLabV3+)", "dcc_multiphase_ct", None, modules=("monai_contrastive.losses.dcc",)
+        "CT volume (CLEF 3D U-Net, whole volume resized to 192³)",
+        "clef_ct",
+        lambda sizes, g: torch.rand(1, 1, *[_clef_size(sizes)] * 3, generator=g) * 2 - 1,
+        _clef_overrides,
+        modules=("monai_contrastive.losses.clef",),
+    ),
+    InferenceSpec(
+        "CT volume (DCC-CL: coarse 3D U-Net, organ patches of a 512² phantom through DeepLabV3+, majority vote)",
+        "dcc_multiphase_ct",
+        lambda sizes, g: _dcc_phantom(sizes)[0],
+        lambda sizes: {
+            "coarse_network": _PhantomCoarse(_dcc_phantom(sizes)[1], sizes),
+            "patch_size": sizes.pick(128, 16),
+            "coarse_size": sizes.pick([128, 128, 64], [16, 16, 8]),
+        },
+        modules=("monai_contrastive.losses.dcc", "segmentation_models_pytorch"),
     ),
 ]
 

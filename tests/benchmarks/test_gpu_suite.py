@@ -45,9 +45,11 @@ def test_smoke_writes_every_section_with_finite_numbers(smoke):
         assert key in result["info"]
     # 1. one fp32 row per present training step, each with its supervised baseline
     steps = {r["step"]: r for r in result["steps"]}
-    assert {"AdaCon BMD", "AdaCon LVEF", "LRC pretraining", "MoCo pretraining", "LRC fused fine-tuning"} == {
-        name.split(" (")[0] for name in steps
-    }
+    present = {b: os.path.isdir(os.path.join(ROOT, "bundles", b)) for b in ("clef_ct", "dcc_multiphase_ct")}
+    expected = {"AdaCon BMD", "AdaCon LVEF", "LRC pretraining", "MoCo pretraining", "LRC fused fine-tuning"}
+    expected |= {"CLEF pretraining"} if present["clef_ct"] else set()
+    expected |= {"DCC-CL pretraining"} if present["dcc_multiphase_ct"] else set()
+    assert expected == {name.split(" (")[0] for name in steps}
     for r in result["steps"]:
         assert r["precision"] == "fp32"  # MONAI's trainers autocast on CUDA only
         assert r["images_per_step"] > 0 and r["repeats"] == 3
@@ -65,7 +67,7 @@ def test_smoke_writes_every_section_with_finite_numbers(smoke):
         ("lrc_multiorgan_ct", "pretrain_common.json+pretrain_lrc.json"),
         ("lrc_multiorgan_ct", "pretrain_common.json+pretrain_moco.json"),
         ("lrc_multiorgan_ct", "train.json"),
-    }
+    } | {(b, "pretrain.json") for b, here in present.items() if here}
     for r in result["pipelines"]:
         assert r["batches"] >= 2 and _finite_positive(r["images_per_s"]) and r["step"] in steps
     assert md.count("| yes |") + md.count("| no: the step would wait |") == len(result["pipelines"])
@@ -78,7 +80,9 @@ def test_smoke_writes_every_section_with_finite_numbers(smoke):
     assert all(_finite_positive(r["median_s"]) for r in result["losses"])
     # 4. inference per case on the CPU: X-ray, echo video, CT volume
     cases = [r["case"].split(" (")[0] for r in result["inference"]]
-    assert cases == ["X-ray", "echo video, all clips", "CT volume"]
+    assert cases == ["X-ray", "echo video, all clips", "CT volume"] + ["CT volume"] * sum(present.values())
+    if all(present.values()):
+        assert [r["case"].split(" (")[1][:6] for r in result["inference"][2:]] == ["LRC Gl", "CLEF 3", "DCC-CL"]
     assert all(_finite_positive(r["median_s"]) and r["device"] == "cpu" for r in result["inference"])
     # the printed table is the written one
     assert md.splitlines()[0] in stdout and "## 4. Inference per case" in md
