@@ -265,6 +265,14 @@ def write_report(results: dict[str, dict[int, dict]], args, started: float, fina
             if getattr(args, "from_runs_json", None)
             else []
         ),
+        *(
+            [
+                f"- seeds {args.left_out_seeds} of `{os.path.relpath(args.from_runs_json, ROOT)}` are left out of "
+                "this report (`--seeds`); their runs stay in that file"
+            ]
+            if getattr(args, "left_out_seeds", None)
+            else []
+        ),
         "- setting: the bundle's `train.json` + `demo.json` (the demo's backbone and budget) with: "
         + ", ".join(f"`{k}`={json.dumps(v)}" for k, v in demo.items())
         + "; L1 loss, gamma_con 0.005, s = 150 (authors' code); seed s trains fold s mod 4 of the patient shuffle "
@@ -376,8 +384,11 @@ def write_report(results: dict[str, dict[int, dict]], args, started: float, fina
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
-    with open(os.path.splitext(args.out)[0] + "_runs.json", "w") as f:
-        json.dump({v: {str(s): r for s, r in runs.items()} for v, runs in results.items()}, f, indent=1)
+    runs_json = os.path.splitext(args.out)[0] + "_runs.json"
+    source = getattr(args, "from_runs_json", None)
+    if not (source and os.path.abspath(source) == os.path.abspath(runs_json)):  # never shrink the stored runs
+        with open(runs_json, "w") as f:
+            json.dump({v: {str(s): r for s, r in runs.items()} for v, runs in results.items()}, f, indent=1)
     print("\n".join(lines), flush=True)
 
 
@@ -414,9 +425,10 @@ def main() -> None:
     results = _finished(args)
     if args.report_only and args.from_runs_json:
         with open(args.from_runs_json) as f:
-            results = {
-                v: {int(s): r for s, r in runs.items()} for v, runs in json.load(f).items() if v in args.variants
-            }
+            stored = {v: {int(s): r for s, r in runs.items()} for v, runs in json.load(f).items() if v in args.variants}
+        # --seeds selects the stored runs to report (e.g. leaving out seeds that shared a split); the file keeps all
+        results = {v: {s: r for s, r in runs.items() if s in args.seeds} for v, runs in stored.items()}
+        args.left_out_seeds = sorted({s for runs in stored.values() for s in runs} - set(args.seeds))
     write_report(results, args, started, final=all(set(args.seeds) <= set(r) for r in results.values()))
 
 
