@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BUNDLE = os.path.join(ROOT, "bundles", "adacon_lvef_echo")
 sys.path.insert(0, HERE)
-from paired_stats import machine_load, mean_std, paired_summary  # noqa: E402
+from paired_stats import machine_load, mean_std, paired_reading, paired_summary  # noqa: E402
 
 VARIANTS = {
     "MSE (regression only)": {"gamma_con": 0.0},
@@ -182,9 +182,14 @@ def write_report(results: dict[str, dict[int, dict]], args, started: float, fina
         f"- status: {status}; wall time of the finished runs, summed: "
         f"{sum(r.get('seconds', 0) for rs in results.values() for r in rs.values()) / 60:.0f} min "
         "(several runs ran side by side)",
-        f"- date: {datetime.date.today()}; machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU "
-        f"cores, GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}; {machine_load()} "
-        "(the 2 cores were shared with other jobs: minutes/run are under load, not idle timings)",
+        (
+            f"- date: {datetime.date.today()}; machine: {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} CPU cores, GPU: {_gpu_name()}; {machine_load()} (the 2 cores were shared with other jobs: minutes/run are under load, not idle timings)"
+            if not getattr(args, "from_runs_json", None)
+            else f"- this report was rewritten on {datetime.date.today()} from "
+            f"`{os.path.relpath(args.from_runs_json, ROOT)}` (no run made now: the minutes below are those of the "
+            "original runs, see the notes at the end and `git log` of that file)"
+        ),
         f"- python {platform.python_version()}, torch {torch.__version__}, monai {__import__('monai').__version__}",
         f"- command: `python benchmarks/bench_adacon_lvef_quality.py {' '.join(sys.argv[1:])}`",
         f"- {args.threads} torch thread(s) per run, runs one after another in this process",
@@ -294,16 +299,66 @@ def write_report(results: dict[str, dict[int, dict]], args, started: float, fina
                 for s, r in sorted(runs.items())
             )
         )
-    reading = os.path.join(HERE, "results", "adacon_lvef_quality_reading.md")
-    if os.path.isfile(reading) and os.path.abspath(args.out) == os.path.join(HERE, "results", "adacon_lvef_quality.md"):
-        with open(reading) as f:
+    lines += ["", "## Reading (written by this script from the tables above)", ""]
+    lines += _reading(results, complete, mean_pred)
+    notes = os.path.join(HERE, "results", "adacon_lvef_quality_reading.md")
+    if os.path.isfile(notes) and os.path.abspath(args.out) == os.path.join(HERE, "results", "adacon_lvef_quality.md"):
+        with open(notes) as f:  # how the committed runs were made and their scope: words only, no figures
             lines += ["", f.read().strip()]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
-    with open(os.path.splitext(args.out)[0] + "_runs.json", "w") as f:
-        json.dump({v: {str(s): r for s, r in runs.items()} for v, runs in results.items()}, f, indent=1)
+    runs_json = os.path.splitext(args.out)[0] + "_runs.json"
+    source = getattr(args, "from_runs_json", None)
+    if not (source and os.path.abspath(source) == os.path.abspath(runs_json)):  # never shrink the stored runs
+        with open(runs_json, "w") as f:
+            json.dump({v: {str(s): r for s, r in runs.items()} for v, runs in results.items()}, f, indent=1)
     print("\n".join(lines), flush=True)
+
+
+def _gpu_name() -> str:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+
+
+def _reading(results: dict[str, dict[int, dict]], complete: list[int], mean_pred: dict | None) -> list[str]:
+    """The reading of the tables, written from the same numbers: does each method learn EF, its paired TEST MAE
+    difference against MSE alone (both protocols), and the Fig. 3 check."""
+    out = []
+    r2 = {v: mean_std([runs[s]["all clips"]["r2"] for s in complete])[0] for v, runs in results.items() if complete}
+    if r2:
+        floor = f" (the TRAIN-mean predictor: MAE {mean_pred['mae']:.2f})" if mean_pred else ""
+        out.append(
+            f"- Every method learns EF{floor}: mean TEST R² (all clips) between {min(r2.values()):.3f} and "
+            f"{max(r2.values()):.3f} over {len(complete)} paired seeds."
+        )
+    base_runs = results.get(BASE, {})
+    for variant, runs in results.items():
+        if variant == BASE or not base_runs:
+            continue
+        for proto in ("all clips", "single clip"):
+            ps = paired_summary(
+                {s: r[proto]["mae"] for s, r in base_runs.items()}, {s: r[proto]["mae"] for s, r in runs.items()}
+            )
+            if ps["n"]:
+                out.append(
+                    paired_reading(
+                        variant, BASE, ps, f"TEST MAE ({proto}, EF points)", ".2f", "lower MAE", "higher MAE"
+                    )
+                )
+        ps = paired_summary(
+            {s: r.get("spearman_features") for s, r in base_runs.items()},
+            {s: r.get("spearman_features") for s, r in runs.items()},
+        )
+        if ps["n"]:
+            out.append(
+                paired_reading(
+                    variant, BASE, ps, "Fig. 3 Spearman rho of the features", ".3f", "more ordered", "less ordered"
+                )
+            )
+    out.append(
+        "- The paper (Tables VIII/IX) reports AdaCon 0.24 EF points lower MAE than MSE alone on EchoNet-Dynamic."
+    )
+    return out
 
 
 def main() -> None:
@@ -316,6 +371,11 @@ def main() -> None:
     ap.add_argument("--work-dir", default=os.path.join(ROOT, ".cache", "bench_lvef_quality"))
     ap.add_argument("--demo-dir", default=os.path.join(ROOT, ".cache", "lvef_demo_data"))
     ap.add_argument("--report-only", action="store_true", help="aggregate the finished runs in --work-dir, run none")
+    ap.add_argument(
+        "--from-runs-json",
+        default=None,
+        help="with --report-only: rewrite the report from a committed <out>_runs.json instead of --work-dir",
+    )
     ap.add_argument("--out", default=os.path.join(HERE, "results", "adacon_lvef_quality.md"))
     args = ap.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
@@ -326,6 +386,10 @@ def main() -> None:
                 run_one(variant, seed, args, args.work_dir)
                 write_report(_finished(args), args, started, final=False)
     results = _finished(args)
+    if args.report_only and args.from_runs_json:
+        with open(args.from_runs_json) as f:
+            stored = {v: {int(s): r for s, r in runs.items()} for v, runs in json.load(f).items() if v in args.variants}
+        results = {v: {s: r for s, r in runs.items() if s in args.seeds} for v, runs in stored.items()}
     write_report(results, args, started, final=all(set(args.seeds) <= set(r) for r in results.values()))
 
 

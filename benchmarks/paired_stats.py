@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["paired_summary", "feature_label_spearman", "machine_load", "mean_std"]
+__all__ = ["paired_summary", "paired_reading", "feature_label_spearman", "machine_load", "mean_std"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -53,6 +53,27 @@ def paired_summary(base: dict[int, float], other: dict[int, float]) -> dict:
             out["wilcoxon_p"] = float("nan")
         out["ttest_p"] = float(ttest_rel([other[s] for s in seeds], [base[s] for s in seeds]).pvalue)
     return out
+
+
+def paired_reading(name: str, base_name: str, ps: dict, quantity: str, fmt: str, lower: str, higher: str) -> str:
+    """One reading line written from a :func:`paired_summary` (so a report's words cannot disagree with its table):
+    the mean ± std difference, its 95 % interval, in how many seeds it is negative, the Wilcoxon p (and the smallest
+    p the number of seeds allows) and the verdict at 0.05. ``lower`` / ``higher`` name what a negative / positive
+    difference means (e.g. "lower MAE")."""
+    p = ps.get("wilcoxon_p")
+    ci = f"[{ps['ci95'][0]:{fmt}}, {ps['ci95'][1]:{fmt}}]" if "ci95" in ps else "n/a"
+    p_txt = "n/a" if p is None or p != p else f"{p:.3f}"
+    if p is not None and p == p and p < 0.05:
+        verdict = f"{lower if ps['mean'] < 0 else higher} than {base_name}, significant at 0.05"
+    elif ps["min_possible_p"] >= 0.05:
+        verdict = f"no test with {ps['n']} seeds can reach 0.05; the signs say {ps['lower_in']} of {ps['n']} {lower}"
+    else:
+        verdict = f"not distinguishable from {base_name} at 0.05"
+    return (
+        f"- {name} vs {base_name}, {quantity}: {ps['mean']:+{fmt}} ± {ps['std']:{fmt}} (95 % CI {ci}), {lower} in "
+        f"{ps['lower_in']} of {ps['n']} seeds, Wilcoxon p {p_txt} (smallest possible {ps['min_possible_p']:.3f}): "
+        f"{verdict}."
+    )
 
 
 def feature_label_spearman(features, labels, ecdf) -> float:
