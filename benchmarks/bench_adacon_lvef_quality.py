@@ -184,7 +184,8 @@ def write_report(results: dict[str, dict[int, dict]], args, started: float, fina
         "(several runs ran side by side)",
         (
             f"- date: {datetime.date.today()}; machine: {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} CPU cores, GPU: {_gpu_name()}; {machine_load()} (the 2 cores were shared with other jobs: minutes/run are under load, not idle timings)"
+            f"{os.cpu_count()} CPU cores, GPU: {_gpu_name()}; {machine_load()} (the 2 cores were shared with other "
+            "jobs: minutes/run are under load, not idle timings)"
             if not getattr(args, "from_runs_json", None)
             else f"- this report was rewritten on {datetime.date.today()} from "
             f"`{os.path.relpath(args.from_runs_json, ROOT)}` (no run made now: the minutes below are those of the "
