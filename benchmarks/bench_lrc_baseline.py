@@ -159,10 +159,10 @@ def write_report(results: dict[int, list[dict]], missing: list[str], args, comma
         "patch 96, batch 2 volumes x 4 slices, validation every 10 epochs on the 5 validation volumes, best checkpoint "
         "by validation mean Dice) from random initialisation, `num_train_volumes` = 10 or 20 (all training volumes "
         "of the demo datalist), `seed` = `subset_seed` = s; then `configs/evaluate.json` (per-organ Dice and NSD at "
-        "2 mm on each case's original grid) on the datalist's `testing` list: **5 volumes never used for training "
-        "or model selection**. Every run goes through the bundle's configs with `monai.bundle.ConfigWorkflow` on a "
-        "copy of the bundle, in a subprocess; all runs read one demo dataset (`generate_ct_demo` defaults: seed 0, "
-        "matrix 128, 20 training / 5 validation / 5 testing labelled volumes).",
+        "the FLARE22 per-organ tolerances on each case's original grid) on the datalist's `testing` list: **5 "
+        "volumes never used for training or model selection**. Every run goes through the bundle's configs with "
+        "`monai.bundle.ConfigWorkflow` on a copy of the bundle, in a subprocess; all runs read one demo dataset "
+        "(`generate_ct_demo` defaults: seed 0, matrix 128, 20 training / 5 validation / 5 testing labelled volumes).",
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- machine: `nproc` = {len(os.sched_getaffinity(0))}, CPU model `{_cpu_model()}` (from /proc/cpuinfo), "
@@ -175,12 +175,13 @@ def write_report(results: dict[int, list[dict]], missing: list[str], args, comma
         "",
         "## Summary (mean ± std over seeds)",
         "",
-        "Mean Dice / NSD: mean over the 5 test cases of each case's mean over the organs present in it, then mean ± "
-        "std over seeds. Best validation Dice: MONAI `MeanDice` (13 organs) of the selected checkpoint on the "
+        "Mean Dice / NSD: mean over the 5 test cases of each case's mean over its organs (FLARE/MONAI convention: an "
+        "organ predicted but absent from the case's ground truth scores 0, one absent from both is left out), then "
+        "mean ± std over seeds. Best validation Dice: MONAI `MeanDice` (13 organs) of the selected checkpoint on the "
         "validation volumes.",
         "",
-        "| training volumes | seeds | test mean Dice | test mean NSD (2 mm) | best val Dice | best epoch | "
-        "iterations | wall time / run (min) |",
+        "| training volumes | seeds | test mean Dice | test mean NSD (FLARE22 tolerances) | best val Dice | "
+        "best epoch | iterations | wall time / run (min) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for vol, rs in sorted(results.items()):
@@ -225,7 +226,7 @@ def write_report(results: dict[int, list[dict]], missing: list[str], args, comma
         lines.append(f"| {organ} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "## Per-organ test NSD (2 mm)",
+        "## Per-organ test NSD (FLARE22 tolerances)",
         "",
         "| organ | " + " | ".join(f"{v} volumes" for v in vols) + " |",
         "|---|" + "---:|" * len(vols),

@@ -313,8 +313,9 @@ def write_report(pre: list[dict], runs: dict, args, command: str) -> str:
         f"with `init` = random / moco / lrc / lrc_moco, {args.volumes} labelled volumes, "
         "`seed` = `subset_seed` = s (same seed, subset and pretrained models for every init of a seed: paired); "
         "test = 5 "
-        "volumes never used for training, pretraining or model selection (`evaluate.json`, Dice and NSD at 2 mm "
-        "on each case's original grid).",
+        "volumes never used for training, pretraining or model selection (`evaluate.json`: Dice and NSD at the "
+        "FLARE22 per-organ tolerances on each case's original grid; FLARE/MONAI convention: an organ predicted but "
+        "absent from a case's ground truth scores 0, one absent from both is left out of that case's mean).",
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- machine: `nproc` = {len(os.sched_getaffinity(0))}, CPU `{_cpu_model()}`, no GPU (fp32); torch threads "
@@ -325,8 +326,8 @@ def write_report(pre: list[dict], runs: dict, args, command: str) -> str:
         "",
         "## Table 4.2 shape: test mean Dice / NSD after fine-tuning (mean ± std over seeds)",
         "",
-        "| init | seeds | test mean Dice | test mean NSD (2 mm) | Δ Dice vs random (paired, mean ± std) | "
-        "Wilcoxon p (Dice vs random) | wall / run (min) |",
+        "| init | seeds | test mean Dice | test mean NSD (FLARE22 tolerances) | Δ Dice vs random (paired, "
+        "mean ± std) | Wilcoxon p (Dice vs random) | wall / run (min) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     rand = {r["seed"]: r for r in runs.get("random", [])}

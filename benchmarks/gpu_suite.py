@@ -14,7 +14,9 @@ Sections (a row is skipped, with a line saying why, when its bundle or module is
 2. Data pipeline: the bundle's ``train#dataloader`` on its generated demo data with the bundle's worker settings,
    images/s delivered, against the images/s the step of section 1 consumes.
 3. Contrastive losses at scale: AdaCon / SupCon (this package) vs pytorch-metric-learning's ``SupConLoss``, fwd+bwd,
-   N = 512 ... 16384, D = 128; the LRC loss and InfoNCE with the bundles' queue of 65,536 at the bundles' sizes.
+   N = 512 ... 16384, D = 128; the LRC loss and InfoNCE with the bundles' queue of 65,536 at the bundles' sizes; the
+   DCC-CL loss at 2n = 8 (the bundle's batch), 512 and 4096; CLEF's discriminativeness and equivariance losses at
+   192³.
 4. Inference per case: the bundle's inference network and inferer (``inference.json``) on one case of the real size
    (preprocessing not included): one X-ray, one echo video (all clips), one CT volume; on the GPU and on the CPU.
 
@@ -685,7 +687,63 @@ def bench_losses(device: torch.device, sizes: Sizes, warmup: int, repeats: int) 
     res = timed_rounds({"LRC": lrc_step, "InfoNCE": info_step}, device, warmup, repeats)
     rows.append({"loss": "LocalRegionContrastLoss", "size": f"{b} x 2 views x 32 x {s}², 64 regions", **res["LRC"]})
     rows.append({"loss": "InfoNCELoss (MoCo)", "size": f"batch {b}, queue {queue_size}, D = 128", **res["InfoNCE"]})
+    if not _missing("dcc_multiphase_ct", ("monai_contrastive.losses.dcc",)):
+        rows += _dcc_losses(device, sizes, g, warmup, repeats)
+    if not _missing("clef_ct", ("monai_contrastive.losses.clef",)):
+        rows += _clef_losses(device, sizes, g, warmup, repeats)
     return rows
+
+
+def _dcc_losses(device: torch.device, sizes: Sizes, g: torch.Generator, warmup: int, repeats: int) -> list[dict]:
+    """The DCC loss (eq. 1, 2, 4: per-view intensities of 2-channel 128² patches, weights, loss) at the bundle's
+    batch (4 patches = 8 views) and at large batches (2n = 512, 4096), 256-d embeddings."""
+    from monai_contrastive.losses import DynamicContrastCorrelationLoss
+
+    loss_fn = DynamicContrastCorrelationLoss(0.07, gather_distributed=False)
+    rows = []
+    for two_n in sizes.pick([8, 512, 4096], [8, 64]):
+        p = sizes.pick(128, 16)
+        x = torch.rand(two_n, 2, p, p, generator=g)
+        x[:, 1] = (x[:, 1] > 0.5).float()
+        x = x.to(device)
+        z = F.normalize(torch.randn(two_n, 256, generator=g), dim=1).to(device).requires_grad_(True)
+        ids = (torch.arange(two_n) % (two_n // 2)).to(device)
+
+        def step():
+            z.grad = None
+            loss_fn(z, x, ids).backward()
+
+        r = timed_rounds({"dcc": step}, device, warmup, repeats)["dcc"]
+        rows.append({"loss": "DynamicContrastCorrelationLoss (DCC-CL eq. 4)", "size": f"2n = {two_n}, D = 256", **r})
+    return rows
+
+
+def _clef_losses(device: torch.device, sizes: Sizes, g: torch.Generator, warmup: int, repeats: int) -> list[dict]:
+    """CLEF's discriminativeness (eq. 1, the bundle's 64 anchors x 2048 leaves, >= 10 mm) and equivariance (eq. 2)
+    losses on a 32-channel feature map of the bundle's 192³ volume, batch 1."""
+    from monai_contrastive.losses import DiscriminativenessLoss, EquivarianceLoss
+
+    s = _clef_size(sizes)
+    f = torch.randn(1, 32, s, s, s, generator=g).to(device).requires_grad_(True)
+    f2 = torch.randn(1, 32, s, s, s, generator=g).to(device)
+    body = torch.ones(1, 1, s, s, s, dtype=torch.bool, device=device)
+    spacing = torch.tensor([[1.8, 1.8, 2.0]], device=device)
+    disc, eq = DiscriminativenessLoss(num_anchors=64, num_leaves=2048), EquivarianceLoss()
+
+    def disc_step():
+        f.grad = None
+        disc(f, body, spacing)[0].backward()
+
+    def eq_step():
+        f.grad = None
+        eq(f, f2, body.float()).backward()
+
+    res = timed_rounds({"disc": disc_step, "eq": eq_step}, device, warmup, repeats)
+    size = f"32 x {s}³, batch 1"
+    return [
+        {"loss": "DiscriminativenessLoss (CLEF eq. 1, 64 x 2048 voxels)", "size": size, **res["disc"]},
+        {"loss": "EquivarianceLoss (CLEF eq. 2)", "size": size, **res["eq"]},
+    ]
 
 
 # ------------------------------------------------------------------------------------------- 4. inference per case

@@ -77,6 +77,12 @@ def test_smoke_writes_every_section_with_finite_numbers(smoke):
         for name in ("AdaCon (this package)", "SupCon (this package)", "SupConLoss (pytorch-metric-learning)"):
             assert (name, f"N = {n}, D = 128") in losses
     assert {"LocalRegionContrastLoss", "InfoNCELoss (MoCo)"} <= {r["loss"] for r in result["losses"]}
+    if present["dcc_multiphase_ct"]:
+        dcc = [r["size"] for r in result["losses"] if r["loss"].startswith("DynamicContrastCorrelationLoss")]
+        assert dcc == ["2n = 8, D = 256", "2n = 64, D = 256"]
+    if present["clef_ct"]:
+        clef = {r["loss"].split(" (")[0] for r in result["losses"] if "CLEF" in r["loss"]}
+        assert clef == {"DiscriminativenessLoss", "EquivarianceLoss"}
     assert all(_finite_positive(r["median_s"]) for r in result["losses"])
     # 4. inference per case on the CPU: X-ray, echo video, CT volume
     cases = [r["case"].split(" (")[0] for r in result["inference"]]
