@@ -51,7 +51,7 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -260,12 +260,16 @@ class CheckpointLayout:
         fold_checkpoints: where training writes fold ``{fold}``'s model, relative to the bundle; None for a bundle
             that serves one model.
         num_folds_key: the ``inference.json`` key that ``export`` sets to the number of exported folds.
+        extra_models: other weights the served pipeline loads, ``{path relative to the bundle: inference.json id of
+            the network they load into}`` (e.g. DCC-CL's coarse stage, ``{"models/coarse.pt": "coarse_def"}``);
+            ``export`` checks each loads strictly and ships it beside ``models/model.pt``.
     """
 
     checkpoint_key: str = "model"
     served: str = "models/model.pt"
     fold_checkpoints: str | None = None
     num_folds_key: str = "num_folds"
+    extra_models: dict = field(default_factory=dict)
 
     @property
     def has_folds(self) -> bool:
@@ -279,7 +283,7 @@ def checkpoint_layout(name: str) -> CheckpointLayout:
         ValueError: unknown keys, or a ``fold_checkpoints`` pattern without ``{fold}`` (the message names them).
     """
     section = dict(bundle_commands(name).get("checkpoints", {}))
-    known = {"checkpoint_key", "served", "fold_checkpoints", "num_folds_key"}
+    known = {"checkpoint_key", "served", "fold_checkpoints", "num_folds_key", "extra_models"}
     unknown = sorted(k for k in section if k not in known and not k.startswith("_"))
     if unknown:
         raise ValueError(f"{name}: {COMMANDS_FILE} checkpoints has unknown key(s) {unknown}; known: {sorted(known)}.")
@@ -287,6 +291,12 @@ def checkpoint_layout(name: str) -> CheckpointLayout:
     if pattern is not None and "{fold}" not in pattern:
         raise ValueError(
             f"{name}: {COMMANDS_FILE} checkpoints.fold_checkpoints must contain '{{fold}}', got {pattern!r}."
+        )
+    extra = section.get("extra_models", {})
+    if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+        raise ValueError(
+            f"{name}: {COMMANDS_FILE} checkpoints.extra_models must map weight files to inference.json network ids, "
+            f"got {extra!r}."
         )
     return CheckpointLayout(**{k: v for k, v in section.items() if k in known})
 

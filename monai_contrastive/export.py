@@ -12,6 +12,8 @@
 - ``models/model.pt``: the served network's plain state dict (the fold ensemble's for a bundle with folds: member
   ``k`` under ``models.<k>.``), loadable with no ``key_in_ckpt``; ``models/model.ts``: the scripted network
   (``torch.jit.script``, with the metadata and inference config inside, as ``ckpt_export`` writes it);
+- other weights the served pipeline loads (``extra_models`` in ``configs/commands.json``, e.g. DCC-CL's
+  ``models/coarse.pt``), each checked against its network in ``inference.json`` and saved as a plain state dict;
 - ``large_files.yml``: the weights (over the model zoo's 25 MB per file) with URL and MD5, for the zoo to host;
 - ``configs/metadata.json``: the 20240725 schema, ``required_packages_version`` listing only installable packages
   (what the copied code imports at module level, plus the readers the bundle lists), with the versions installed
@@ -403,6 +405,39 @@ def _write_weights(
     return written
 
 
+def _write_extra_models(src: str, dst: str, bundle_name: str, extra: dict, checkpoint_key: str) -> list[str]:
+    """The other weights the served pipeline loads (``extra_models`` of the bundle's ``configs/commands.json``), each
+    checked by loading it strictly into its network of the exported ``inference.json`` and written as a plain state
+    dict at the same path; returns the written files relative to ``dst``."""
+    import torch
+
+    written = []
+    sys.path.insert(0, dst)
+    _unload_scripts()
+    try:
+        parser = _parse_exported(dst)
+        for rel, network_id in extra.items():
+            path = os.path.join(src, rel)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"{bundle_name} serves {rel} ({network_id} of inference.json) beside its model, but {path} does "
+                    "not exist: train that stage first."
+                )
+            state = read_state_dict(path, checkpoint_key, key_optional=True, what=f"{network_id} checkpoint")
+            net = parser.get_parsed_content(network_id)
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as e:
+                raise RuntimeError(f"{path} does not fit {network_id} of {bundle_name}'s inference.json.\n{e}") from e
+            os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
+            torch.save(net.state_dict(), os.path.join(dst, rel))
+            written.append(rel.replace(os.sep, "/"))
+    finally:
+        sys.path.remove(dst)
+        _unload_scripts()
+    return written
+
+
 def _check_zoo_sizes(dst: str) -> None:
     too_big = {k: round(v, 1) for k, v in zoo_file_sizes(dst).items() if v > ZOO_MAX_FILE_MB}
     if too_big:
@@ -458,6 +493,8 @@ def export_bundle(
         exported_meta = _write_metadata(src, dst, code, demo)
         per_member = settings.has_folds and not _is_ensemble_state(states)
         large = _write_weights(dst, bundle_name, states, per_member, ckpts, torchscript, demo)
+        extra = _write_extra_models(src, dst, bundle_name, settings.extra_models, settings.checkpoint_key)
+        large += extra
         write_large_files(dst, large, weights_url, bundle_name, exported_meta.get("version", "0.0.0"))
         _check_zoo_sizes(dst)
     except BaseException:
@@ -471,6 +508,7 @@ def export_bundle(
         + (f", {num_folds} fold models" if num_folds else "")
         + ")"
         + (", models/model.ts" if torchscript else "")
+        + "".join(f", {e}" for e in extra)
         + f", {len(code)} plugin modules under scripts/, required packages "
         + ", ".join(f"{k}=={v}" for k, v in exported_meta["required_packages_version"].items())
     )
