@@ -157,8 +157,9 @@ def write_report(results: dict[int, list[dict]], missing: list[str], args, comma
         'The "Random init." row of the thesis\'s Table 4.2, at demo scale: `configs/train.json` + `configs/demo.json`',
         f"(the demo recipe: {'/'.join(map(str, epochs)) or 40} epochs, Adam lr 1e-3, weight decay 1e-4, Dice loss, "
         "patch 96, batch 2 volumes x 4 slices, validation every 10 epochs on the 5 validation volumes, best checkpoint "
-        "by validation mean Dice) from random initialisation, `num_train_volumes` = 10 or 20 (all training volumes "
-        "of the demo datalist), `seed` = `subset_seed` = s; then `configs/evaluate.json` (per-organ Dice and NSD at "
+        "by validation mean Dice) from random initialisation, `num_train_volumes` = "
+        f"{' or '.join(str(v) for v in sorted(results))} (20 = all training volumes of the demo datalist), "
+        "`seed` = `subset_seed` = s; then `configs/evaluate.json` (per-organ Dice and NSD at "
         "the FLARE22 per-organ tolerances on each case's original grid) on the datalist's `testing` list: **5 "
         "volumes never used for training or model selection**. Every run goes through the bundle's configs with "
         "`monai.bundle.ConfigWorkflow` on a copy of the bundle, in a subprocess; all runs read one demo dataset "

@@ -323,6 +323,7 @@ def write_report(pre: list[dict], runs: dict, args, command: str) -> str:
         "wall times indicative only",
         f"- versions: Python {platform.python_version()}, torch {torch.__version__}, monai {monai.__version__}",
         f"- command: `{command}`",
+        *[f"- {LABELS[r['init']]}, seed {r['seed']}: {r['note']}" for rs in runs.values() for r in rs if r.get("note")],
         "",
         "## Table 4.2 shape: test mean Dice / NSD after fine-tuning (mean ± std over seeds)",
         "",
