@@ -83,3 +83,18 @@ def test_background_channel_makes_argmax_the_papers_post_processing():
     want = AsOrganLabels()(probs[1:])
     assert torch.equal(probs.argmax(0, keepdim=True).to(torch.uint8), want)
     assert 0 < int((want == 0).sum()) < want.numel()
+
+
+def test_organ_prior_sets_the_starting_probability_of_every_organ():
+    torch.manual_seed(0)
+    net = CLEFSegNet(out_channels=3, features=SMALL, organ_prior=0.01).eval()
+    assert torch.allclose(net.head[2].bias, torch.full((3,), -4.59512), atol=1e-5)
+    # the head's last convolution is bias + small weights: the mean organ probability starts near the prior, far
+    # below the 0.5 of PyTorch's default bias (which the network without organ_prior starts at)
+    with torch.no_grad():
+        x = torch.randn(1, 1, 32, 32, 32)
+        with_prior = torch.sigmoid(net(x)[:, 1:]).mean()
+        default = torch.sigmoid(CLEFSegNet(out_channels=3, features=SMALL).eval()(x)[:, 1:]).mean()
+    assert float(with_prior) < 0.05 < 0.3 < float(default)
+    with pytest.raises(ValueError, match="organ_prior"):
+        CLEFSegNet(out_channels=3, features=SMALL, organ_prior=1.5)
