@@ -339,14 +339,6 @@ def test_bundle_trains_with_monai(tmp_path):
 # --------------------------------------------------------------------------------------------------- real server
 
 
-@pytest.fixture(scope="module")
-def ml_python():
-    python = monailabel_python()
-    if python is None:
-        pytest.skip(skip_reason())
-    return python
-
-
 @pytest.mark.monailabel
 def test_monailabel_server_info_infer_train(tmp_path, ml_python):
     bundle = make_bundle(tmp_path / "bundle")

@@ -11,17 +11,9 @@ import pytest
 from monai_contrastive import cli
 
 from .. import zoo_harness as zh
-from ..monailabel_harness import PLUGIN_APP, MonaiLabelError, monailabel_python, monailabel_server, skip_reason
+from ..monailabel_harness import PLUGIN_APP, MonaiLabelError, monailabel_server
 
 BMD, ECHO = "adacon_bmd_xray", "adacon_lvef_echo"
-
-
-@pytest.fixture(scope="module")
-def ml_python():
-    python = monailabel_python()
-    if python is None:
-        pytest.skip(skip_reason())
-    return python
 
 
 @pytest.fixture(scope="module")

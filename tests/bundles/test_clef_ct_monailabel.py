@@ -16,20 +16,12 @@ import torch
 
 from monai_contrastive.data.ct_labels import FLARE22_ORGANS
 
-from ..monailabel_harness import copy_studies, monailabel_python, monailabel_server, skip_reason
+from ..monailabel_harness import copy_studies, monailabel_server
 from .conftest import _workflow
 from .test_clef_ct import INFER, TINY
 
 BUNDLE = os.path.join(os.path.dirname(__file__), "..", "..", "bundles", "clef_ct")
 NAME = "clef_ct"
-
-
-@pytest.fixture(scope="module")
-def ml_python():
-    python = monailabel_python()
-    if python is None:
-        pytest.skip(skip_reason())
-    return python
 
 
 @pytest.fixture(scope="module")

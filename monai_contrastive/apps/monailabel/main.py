@@ -17,7 +17,14 @@ images in the datastore, and these bundles learn from numbers (a datalist of sca
 ``models/model.pt`` (or the exported bundle) into the app.
 
 Every other bundle (segmentation) is served as the ``monaibundle`` sample app serves it: ``BundleInferTask`` and
-``BundleTrainTask``.
+``BundleTrainTask``. ``/info`` takes a segmentation bundle's labels from the first output's ``channel_def``, which
+names the label values when the network outputs one channel per class. A bundle whose network works per patch and
+whose inference fuses the patches into the label map (the DCC-CL bundle: one organ-patch logit per forward, a
+coarse-to-fine inferer writes the 14-class map) declares the values of that map in a top-level ``label_map_def`` of
+``configs/metadata.json``, in ``channel_def``'s form (``{"0": "background", "1": "liver", ...}``); the stock app
+would list the patch output's one channel. Such a bundle gets a :class:`LabelMapBundleInferTask`: a ``segmentation``
+model whose ``/info`` labels are those values (background left out, as for ``channel_def``); ``/infer`` (the label
+map in the image's space) and ``/train`` are those of any segmentation bundle.
 
 The datastore also lists the file types the served bundles read: ``*.avi`` for a video input, ``*.dcm`` for X-ray.
 
@@ -40,7 +47,7 @@ from fastapi import HTTPException
 from monai.transforms import SaveImaged
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
@@ -52,6 +59,8 @@ from monailabel.utils.others.generic import get_bundle_models, strtobool
 logger = logging.getLogger(__name__)
 
 REGRESSION = "regression"
+# top-level metadata.json key: {"value": "name"} of the label map a per-patch segmentation bundle's inference writes
+LABEL_MAP_DEF = "label_map_def"
 
 
 def bundle_metadata(path: str) -> dict:
@@ -67,6 +76,26 @@ def is_regression_bundle(path: str) -> bool:
     outputs = bundle_metadata(path).get("network_data_format", {}).get("outputs", {})
     first = next(iter(outputs.values()), {})
     return str(first.get("format", "")).lower() == REGRESSION
+
+
+def label_map_labels(path: str) -> Dict[str, int]:
+    """``{name: value}`` of the label map declared in the bundle's ``label_map_def`` (background left out, names
+    lowercased as MONAI Label does with ``channel_def``); empty when the bundle declares none.
+
+    Raises:
+        ValueError: ``label_map_def`` is not a ``{"<int>": "<name>"}`` object.
+    """
+    label_def = bundle_metadata(path).get(LABEL_MAP_DEF)
+    if label_def is None:
+        return {}
+    try:
+        labels = {str(v).lower(): int(k) for k, v in dict(label_def).items()}
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"{os.path.join(path, 'configs', 'metadata.json')}: {LABEL_MAP_DEF} must map label values to names, e.g."
+            f' {{"0": "background", "1": "liver"}}; got {label_def!r}'
+        ) from e
+    return {k: v for k, v in labels.items() if k != "background"}
 
 
 def _input_file_patterns(path: str) -> list:
@@ -96,6 +125,18 @@ class RegressionBundleInferTask(BundleInferTask):
         return None, {"prediction": prediction, "values": {p["label"]: p["score"] for p in prediction}}
 
 
+class LabelMapBundleInferTask(BundleInferTask):
+    """The bundle infer task of a segmentation bundle whose label map is not its network output's ``channel_def`` (a
+    per-patch network): type ``segmentation``, labels from the metadata's ``label_map_def``."""
+
+    def __init__(self, path: str, conf: Dict[str, str], labels: Dict[str, int], **kwargs: Any) -> None:
+        kwargs.setdefault("type", InferType.SEGMENTATION)
+        super().__init__(path, conf, **kwargs)
+        if self.is_valid():
+            logger.info(f"Model: {os.path.basename(path)}; labels of the label map ({LABEL_MAP_DEF}): {labels}")
+            self.labels = dict(labels)
+
+
 class MyApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]) -> None:
         self.model_dir = os.path.join(app_dir, "model")
@@ -117,11 +158,13 @@ class MyApp(MONAILabelApp):
     def init_infers(self) -> Dict[str, InferTask]:
         infers: Dict[str, InferTask] = {}
         for n, b in self.models.items():
-            task = (
-                RegressionBundleInferTask(b, self.conf)
-                if n in self.regression_models
-                else BundleInferTask(b, self.conf)
-            )
+            label_map = {} if n in self.regression_models else label_map_labels(b)
+            if n in self.regression_models:
+                task: BundleInferTask = RegressionBundleInferTask(b, self.conf)
+            elif label_map:
+                task = LabelMapBundleInferTask(b, self.conf, label_map)
+            else:
+                task = BundleInferTask(b, self.conf)
             if not task.is_valid():
                 logger.warning(f"+++ Bundle {n} at {b} is not valid (no inference config or no models/model.pt)")
                 continue
