@@ -257,21 +257,29 @@ def write(args, losses, steps, load0, load1) -> None:
         "",
         "## Losses, forward + backward (vectorised vs the best plain loop)",
         "",
-        f"Warm-up 1, then {args.repeats} interleaved repeats; median (min-max) seconds.",
-        "",
-        "| case | vectorised s | loop s | speed-up |",
-        "|---|---:|---:|---:|",
     ]
+    if not losses:
+        lines.append("Not run here (`--skip_losses`): see `clef_speed_losses.md`.")
+    else:
+        lines += [
+            f"Warm-up 1, then {args.repeats} interleaved repeats; median (min-max) seconds.",
+            "",
+            "| case | vectorised s | loop s | speed-up |",
+            "|---|---:|---:|---:|",
+        ]
     for r in losses:
         v, lp = r["vectorised"], r["loop"]
         lines.append(
             f"| {r['case']} | {v['median_s']:.4f} ({v['min_s']:.4f}-{v['max_s']:.4f}) | {lp['median_s']:.4f} "
             f"({lp['min_s']:.4f}-{lp['max_s']:.4f}) | {r['speedup']:.1f}x |"
         )
+    if losses:
+        lines += [
+            "",
+            "The discriminativeness loop does one vectorised op per anchor (all its leaves at once); the equivariance "
+            "loop one per slice. Both give the vectorised value (checked in the script).",
+        ]
     lines += [
-        "",
-        "The discriminativeness loop does one vectorised op per anchor (all its leaves at once); the equivariance "
-        "loop one per slice. Both give the vectorised value (checked in the script).",
         "",
         f"## Pretraining step (both forwards of eq. 2, three losses, backward, Adam), widths {args.features}",
         "",
