@@ -229,6 +229,7 @@ def write_report(runs: dict, command: str) -> str:
         f"- versions: Python {platform.python_version()}, torch {torch.__version__}, monai {monai.__version__}",
         f"- command: `{command}`",
         "- every run: `clef_quality_runs.json`",
+        *[f"- note: {n}" for n in meta.get("notes", [])],
     ]
     reading = []
     for labels in label_counts:
@@ -309,6 +310,7 @@ def main() -> None:
     ap.add_argument("--runs-json", default=os.path.join(HERE, "results", "clef_quality_runs.json"))
     ap.add_argument("--merge", nargs="*", default=[], help="runs files to merge into --runs-json first")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--note", action="append", default=[], help="a line for the report (kept in the runs file)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "clef_quality.md"))
     args = ap.parse_args()
     import torch
@@ -327,6 +329,9 @@ def main() -> None:
         runs["meta"] = {**other.get("meta", {}), **runs["meta"]}
         runs["meta"]["commands"] = sorted(set(runs["meta"].get("commands", []) + other["meta"].get("commands", [])))
     command = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+    runs["meta"]["notes"] = runs["meta"].get("notes", []) + [
+        n for n in args.note if n not in runs["meta"].get("notes", [])
+    ]
     if not args.report_only:
         runs["meta"].update(
             pretrain_epochs=args.pretrain_epochs,
