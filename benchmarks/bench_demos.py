@@ -72,7 +72,14 @@ def _collect(name: str, root: str) -> dict:
         }
     with open(os.path.join(root, "eval", "seg_metrics.json")) as f:
         seg = json.load(f)
+    coarse = {}
+    coarse_path = os.path.join(root, "eval", "coarse", "seg_metrics.json")
+    if os.path.isfile(coarse_path):  # DCC-CL: the coarse stage's own test score (its masks guide the fine stage)
+        with open(coarse_path) as f:
+            c = json.load(f)
+        coarse = {"coarse_test": {"n_cases": c["n_cases"], "dice": c["overall"]["dice"], "nsd": c["overall"]["nsd"]}}
     return {
+        **coarse,
         "task": "segmentation",
         "test": {
             "n_cases": seg["n_cases"],
@@ -174,11 +181,17 @@ def write_report(results: dict, path: str, argv: list[str]) -> None:
         f"| ≤ {DEMO_TARGET_MIN} min | load (start/end) | commit | date |",
         "|---|---:|---:|---:|---|---:|---|---|---|---|",
     ]
+    coarse_rows = []
     for name in SEGMENTATION:
         r = results.get(name)
         if not r:
             continue
         t = r["test"]
+        if "coarse_test" in r:
+            coarse_rows.append(
+                f"| {name} | {_fmt(r['coarse_test']['dice'])} | {_fmt(r['coarse_test']['nsd'])} | "
+                f"{r['coarse_test']['n_cases']} | {_fmt(t['dice'])} |"
+            )
         phases = "; ".join(
             f"{phase} {v['dice']['mean']:.3f} ({v['n_cases']})" for phase, v in sorted(t.get("phases", {}).items())
         )
@@ -187,6 +200,16 @@ def write_report(results: dict, path: str, argv: list[str]) -> None:
             f"{r['wall_s'] / 60:.1f} min | {'yes' if r['wall_s'] <= DEMO_TARGET_MIN * 60 else 'no'} | "
             f"{r['load_average_1min'][0]:.1f}/{r['load_average_1min'][1]:.1f} | {r['commit']} | {r['date']} |"
         )
+    if coarse_rows:
+        lines += [
+            "",
+            "Coarse stage on its own (DCC-CL: the whole-volume 3D network whose masks are the fine stage's attention "
+            "maps), same test volumes:",
+            "",
+            "| bundle | coarse test mean Dice | coarse test mean NSD | test volumes | final (fine) test mean Dice |",
+            "|---|---:|---:|---:|---:|",
+            *coarse_rows,
+        ]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -201,6 +224,11 @@ def main() -> None:
     ap.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "monai_contrastive_bench_demos"))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "demos.md"))
     ap.add_argument("--report-only", action="store_true", help="rewrite the markdown from the JSON, run nothing")
+    ap.add_argument(
+        "--collect-only",
+        action="store_true",
+        help="re-read the scores of --bundles from the files their last run left in --work-dir (no run)",
+    )
     args = ap.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
     json_path = os.path.splitext(args.out)[0] + ".json"
@@ -216,6 +244,13 @@ def main() -> None:
         "monai": monai.__version__,
     }
     if args.report_only:
+        write_report(results, args.out, sys.argv[1:])
+        return
+    if args.collect_only:
+        for name in args.bundles:
+            results[name].update(_collect(name, os.path.join(args.work_dir, name)))
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=2)
         write_report(results, args.out, sys.argv[1:])
         return
     results["_command"] = " ".join(["benchmarks/bench_demos.py"] + sys.argv[1:])
