@@ -173,23 +173,33 @@ def run_all(args, runs: dict) -> None:
     with open(os.path.join(BUNDLE, "configs", "demo.json")) as f:
         demo_kwargs = json.load(f)["demo_kwargs"]
     resolve_datalist("", "multiorgan_ct", args.demo_dir, **demo_kwargs)  # generated once, before any run
-    for seed in args.seeds:
-        pre = {}
-        for variant in ["clef"] + (["decoding", "decoding+disc"] if args.ablation_labels else []):
-            key = f"{seed}/pretrain/{variant}"
-            if key not in runs["pretraining"] or not os.path.isfile(runs["pretraining"][key]["model"]):
-                runs["pretraining"][key] = pretrain(args, seed, variant)
-                _save(args.runs_json, runs)
-            pre[variant] = runs["pretraining"][key]
-        for labels in args.labels:
-            arms = ["random", "clef"] + (["decoding", "decoding+disc"] if labels in args.ablation_labels else [])
-            for arm in arms:
-                key = f"{seed}/{arm}/{labels}"
-                if key in runs["finetuning"]:
+    # two passes over the seeds: random init. vs CLEF for every seed first, then the ablation's pretrainings and
+    # fine-tunings, so that a run cut short has the main comparison on every seed
+    passes = [("clef", ["random", "clef"])]
+    if args.ablation_labels:
+        passes.append(("ablation", ["decoding", "decoding+disc"]))
+    for name, arms in passes:
+        for seed in args.seeds:
+            for labels in args.labels:
+                if name == "ablation" and labels not in args.ablation_labels:
                     continue
-                runs["finetuning"][key] = finetune(args, seed, arm, labels, pre.get(arm))
-                print(f"{key}: Dice {runs['finetuning'][key]['dice']:.4f}", flush=True)
-                _save(args.runs_json, runs)
+                for arm in arms:
+                    key = f"{seed}/{arm}/{labels}"
+                    if key in runs["finetuning"]:
+                        continue
+                    pre = None if arm == "random" else _pretraining(args, runs, seed, arm)
+                    runs["finetuning"][key] = finetune(args, seed, arm, labels, pre)
+                    print(f"{key}: Dice {runs['finetuning'][key]['dice']:.4f}", flush=True)
+                    _save(args.runs_json, runs)
+
+
+def _pretraining(args, runs: dict, seed: int, variant: str) -> dict:
+    """The seed's pretraining of ``variant`` (run once, then reused by every fine-tuning of that seed)."""
+    key = f"{seed}/pretrain/{variant}"
+    if key not in runs["pretraining"] or not os.path.isfile(runs["pretraining"][key]["model"]):
+        runs["pretraining"][key] = pretrain(args, seed, variant)
+        _save(args.runs_json, runs)
+    return runs["pretraining"][key]
 
 
 def _fmt(values: list[float], digits: int = 3) -> str:
