@@ -17,7 +17,7 @@ BMD, ECHO = "adacon_bmd_xray", "adacon_lvef_echo"
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
+def bundles(ml_python, tmp_path_factory):
     """``{name: (exported bundle, {file name: value the bundle's own inference gives})}``."""
     root = tmp_path_factory.mktemp("adacon_ml")
     out = {}

@@ -32,7 +32,7 @@ SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(ml_python, tmp_path_factory):
     """The bundle trained briefly on tiny synthetic CT, shipped as a zoo bundle is: models/model.pt only."""
     torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("ml") / NAME
