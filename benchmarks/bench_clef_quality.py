@@ -226,8 +226,13 @@ def write_report(runs: dict, command: str) -> str:
         "random initialisation or from a pretraining (`pretrain.json + demo_pretrain.json`, "
         f"{meta.get('pretrain_epochs')} epochs on the unlabelled pool, Adam 4e-4, batch 1) with the loss weights of "
         "the arm. Pretraining repeated for every seed: seed s pretrains every variant with seed s "
-        f"(pretraining seeds {pre_seeds}, fine-tuning seeds {seeds}); within a seed both labelled counts fine-tune "
-        "from the same pretrainings. Test: the demo datalist's testing volumes, never used for training or model "
+        f"(pretraining seeds {pre_seeds}, fine-tuning seeds {seeds})"
+        + (
+            "; within a seed every labelled count fine-tunes from the same pretrainings"
+            if len(label_counts) > 1
+            else ""
+        )
+        + ". Test: the demo datalist's testing volumes, never used for training or model "
         "selection (`evaluate.json`: Dice and NSD at the FLARE22 per-organ tolerances on each case's original grid; "
         "FLARE/MONAI convention: an organ predicted but absent from a case's ground truth scores 0).",
         "",
