@@ -157,6 +157,7 @@ def finetune(args, seed: int, arm: str, coarse_run: dict, pre: dict | None) -> d
     tune = {
         **_common(args, seed),
         **stages["train.json"]["overrides"],
+        **args.train_overrides,
         "init": arm,
         "ckpt_dir": os.path.join(work, "models", arm),
         "log_dir": os.path.join(work, "runs", f"train_{arm}"),
@@ -180,7 +181,7 @@ def finetune(args, seed: int, arm: str, coarse_run: dict, pre: dict | None) -> d
         "nsd": report["overall"]["nsd"]["mean"],
         "n_cases": report["n_cases"],
         "phases": {p: v["overall"]["dice"]["mean"] for p, v in (report.get("phases") or {}).items()},
-        "overrides": stages["train.json"]["overrides"],
+        "overrides": {**stages["train.json"]["overrides"], **args.train_overrides},
         "train_s": round(train_s, 1),
         "wall_s": round(time.time() - t0, 1),
         "torch_threads": torch.get_num_threads(),
@@ -201,6 +202,13 @@ def run_all(args, runs: dict) -> None:
     with open(os.path.join(BUNDLE, "configs", "demo.json")) as f:
         demo_kwargs = json.load(f)["demo_kwargs"]
     resolve_datalist("", "multiorgan_ct", args.demo_dir, **demo_kwargs)  # generated once, before any run
+    for path in args.reuse_from:  # the coarse networks and pretrainings of another runs file (same seeds)
+        with open(path) as f:
+            other = json.load(f)
+        for part in ("coarse", "pretraining"):
+            for key, rec in other.get(part, {}).items():
+                if key not in runs[part] and os.path.isfile(rec["model"]):
+                    runs[part][key] = {**rec, "reused_from": os.path.basename(path)}
     for seed in args.seeds:
         key = f"{seed}/coarse"
         if key not in runs["coarse"] or not os.path.isfile(runs["coarse"][key]["model"]):
@@ -353,6 +361,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--methods", nargs="+", default=["none", "dcc", "simclr"], choices=list(ARM_LABELS))
+    ap.add_argument("--train-epochs", type=int, default=None, help="fine-tuning epochs (default: the demo's)")
+    ap.add_argument("--train-lr", type=float, default=None, help="fine-tuning learning rate (default: the demo's)")
+    ap.add_argument(
+        "--reuse-from", nargs="*", default=[], help="runs files whose coarse networks and pretrainings are reused"
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "monai_contrastive_bench_dcc_quality"))
     ap.add_argument("--demo-dir", default=None)
@@ -362,6 +375,11 @@ def main() -> None:
     ap.add_argument("--note", action="append", default=[], help="a line for the report (kept in the runs file)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "dcc_quality.md"))
     args = ap.parse_args()
+    args.train_overrides = {}
+    if args.train_epochs is not None:
+        args.train_overrides["epochs"] = args.train_epochs
+    if args.train_lr is not None:
+        args.train_overrides["learning_rate"] = args.train_lr
     import torch
 
     if args.threads:

@@ -209,24 +209,30 @@ class DynamicContrastCorrelationLoss(_Loss):
             return self._loss(embedding.to(dtype), d.to(dtype), valid, sample_id)
 
     def _loss(self, z: torch.Tensor, d: torch.Tensor, valid: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        # (2n, 2n) work in place where autograd allows: at 2n = 4096 each temporary is 64 MB
+        # (2n, 2n) work in place where autograd allows (at 2n = 4096 each temporary is 64 MB): one matrix product, one
+        # weight matrix with 1 / T folded in, one in-place product, the diagonal filled in place, one log-sum-exp; the
+        # positives' logits are gathered (O(#pairs)) instead of a masked pass over the whole matrix
+        n = z.shape[0]
         logits = z @ z.t()
+        w = None
         if self.weighting != "none":
             w = contrast_correlation_weights(d.detach(), valid)
-            if self.weighting == "eq4":
-                logits = logits * w
-        logits = logits / self.temperature
-        logits = logits.masked_fill(torch.eye(logits.shape[0], dtype=torch.bool, device=z.device), float("-inf"))
+        if self.weighting == "eq4":
+            logits = logits.mul_(w.mul(1.0 / self.temperature))  # mm's backward needs z only, not its output
+        else:
+            logits = logits.mul_(1.0 / self.temperature)
+        logits.diagonal().fill_(float("-inf"))
         if self.weighting == "denominator":
-            log_den = torch.logsumexp(logits + torch.log(w.clamp_(min=1e-12)), dim=1)
+            log_den = torch.logsumexp(logits + w.clamp_(min=1e-12).log_(), dim=1)
         else:
             log_den = torch.logsumexp(logits, dim=1)
         pos = ids[:, None] == ids[None, :]
         pos.fill_diagonal_(False)
-        n_pos = pos.sum(1)
+        rows, cols = pos.nonzero(as_tuple=True)
+        n_pos = torch.bincount(rows, minlength=n)
         has_pos = n_pos > 0
-        pos_mean = torch.where(pos, logits, torch.zeros((), dtype=logits.dtype, device=z.device)).sum(1)
-        per_anchor = log_den - pos_mean / n_pos.clamp(min=1)
+        pos_sum = torch.zeros(n, dtype=logits.dtype, device=z.device).index_add_(0, rows, logits[rows, cols])
+        per_anchor = log_den - pos_sum / n_pos.clamp(min=1)
         if self.weighting == "denominator":
             per_anchor = per_anchor * (self.temperature / self.base_temperature)
         per_anchor = torch.where(has_pos, per_anchor, torch.zeros_like(per_anchor))
