@@ -263,6 +263,10 @@ class CheckpointLayout:
         extra_models: other weights the served pipeline loads, ``{path relative to the bundle: inference.json id of
             the network they load into}`` (e.g. DCC-CL's coarse stage, ``{"models/coarse.pt": "coarse_def"}``);
             ``export`` checks each loads strictly and ships it beside ``models/model.pt``.
+        export_overrides: config values ``export`` writes into the exported configs, ``{config file: {key: value}}``,
+            for defaults that need a file the exported bundle does not ship (e.g. DCC-CL's ``train.json`` ``init``
+            ``"dcc"`` loads ``models/pretrained_dcc.pt``: exported, ``{"train.json": {"init": "none"}}``, and MONAI
+            Label's ``/train`` starts from the served ``models/model.pt``).
     """
 
     checkpoint_key: str = "model"
@@ -270,6 +274,7 @@ class CheckpointLayout:
     fold_checkpoints: str | None = None
     num_folds_key: str = "num_folds"
     extra_models: dict = field(default_factory=dict)
+    export_overrides: dict = field(default_factory=dict)
 
     @property
     def has_folds(self) -> bool:
@@ -283,7 +288,7 @@ def checkpoint_layout(name: str) -> CheckpointLayout:
         ValueError: unknown keys, or a ``fold_checkpoints`` pattern without ``{fold}`` (the message names them).
     """
     section = dict(bundle_commands(name).get("checkpoints", {}))
-    known = {"checkpoint_key", "served", "fold_checkpoints", "num_folds_key", "extra_models"}
+    known = {"checkpoint_key", "served", "fold_checkpoints", "num_folds_key", "extra_models", "export_overrides"}
     unknown = sorted(k for k in section if k not in known and not k.startswith("_"))
     if unknown:
         raise ValueError(f"{name}: {COMMANDS_FILE} checkpoints has unknown key(s) {unknown}; known: {sorted(known)}.")
@@ -297,6 +302,14 @@ def checkpoint_layout(name: str) -> CheckpointLayout:
         raise ValueError(
             f"{name}: {COMMANDS_FILE} checkpoints.extra_models must map weight files to inference.json network ids, "
             f"got {extra!r}."
+        )
+    overrides = section.get("export_overrides", {})
+    if not isinstance(overrides, dict) or not all(
+        isinstance(k, str) and k.endswith(".json") and isinstance(v, dict) for k, v in overrides.items()
+    ):
+        raise ValueError(
+            f"{name}: {COMMANDS_FILE} checkpoints.export_overrides must map config files to {{key: value}} objects, "
+            f"got {overrides!r}."
         )
     return CheckpointLayout(**{k: v for k, v in section.items() if k in known})
 

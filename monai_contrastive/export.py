@@ -315,7 +315,7 @@ def _is_ensemble_state(states: list[dict]) -> bool:
 
 def _write_configs(src: str, dst: str, demo: bool, num_folds: int | None, settings: CheckpointLayout) -> None:
     """The bundle's configs, rewritten to use ``scripts.``; inference.json with the demo's settings (``demo``) and the
-    number of exported folds."""
+    number of exported folds; the values of ``checkpoints.export_overrides``."""
     from monai.bundle import ConfigParser
 
     for fname in sorted(os.listdir(os.path.join(dst, "configs"))):
@@ -332,6 +332,10 @@ def _write_configs(src: str, dst: str, demo: bool, num_folds: int | None, settin
         config = rewrite_config(config)
         if fname == "inference.json" and num_folds is not None:
             config[settings.num_folds_key] = num_folds  # the exported models/model.pt is the ensemble of these folds
+        for key, value in settings.export_overrides.get(fname, {}).items():
+            if key not in config:
+                raise ValueError(f"checkpoints.export_overrides names {key!r}, which {fname} does not define.")
+            config[key] = value  # a default that needs a file the exported bundle does not ship
         with open(path, "w") as f:
             json.dump(config, f, indent=4)
             f.write("\n")

@@ -114,6 +114,8 @@ def test_demo_stages_from_the_demo_config(tmp_path):
         ({"checkpoints": {"fold_checkpoints": "models/fold/model.pt"}}, "must contain '{fold}'"),
         ({"checkpoints": {"folds": 4}}, r"unknown key\(s\) \['folds'\]"),
         ({"pretrain": {"methods": {"a": []}}}, "non-empty list of config file names"),
+        ({"checkpoints": {"extra_models": {"models/c.pt": 1}}}, "extra_models must map weight files"),
+        ({"checkpoints": {"export_overrides": {"train.json": "none"}}}, "export_overrides must map config files"),
     ],
 )
 def test_bad_declarations_name_the_file(tmp_path, commands, match):

@@ -86,6 +86,21 @@ def test_export_ships_the_fine_and_the_coarse_model(exported):
         torch.testing.assert_close(coarse[k], v)
 
 
+def test_exported_train_config_starts_from_the_served_model_not_a_pretraining_it_lacks(exported):
+    """The source trains from ``models/pretrained_dcc.pt`` (``init`` dcc); the exported bundle ships no pretraining,
+    so ``checkpoints.export_overrides`` sets ``init`` none there (MONAI Label's /train then loads models/model.pt)."""
+    from monai.bundle import ConfigParser
+
+    src, dst, _, _ = exported
+    assert json.loads((src / "configs" / "train.json").read_text())["init"] == "dcc"
+    assert not (dst / "models" / "pretrained_dcc.pt").exists()
+    parser = ConfigParser()
+    parser.read_config(str(dst / "configs" / "train.json"))
+    parser["bundle_root"] = str(dst)
+    assert parser["init"] == "none"
+    assert parser.get_parsed_content("pretrained_path") == ""
+
+
 def test_export_without_coarse_model_names_it(trained, tmp_path):
     _, src = trained
     bare = tmp_path / NAME
