@@ -205,7 +205,9 @@ def bench_loss(args) -> list[dict]:
             1 if two_n <= 64 else 0,
         )
         ref_w = contrast_correlation_weights(*_means_vectorised(x))
-        assert torch.allclose(aw[-1][:rows_timed], ref_w[:rows_timed], atol=1e-5)
+        # the authors' code counts the non-zero products image * prior: an image pixel of exactly 0 inside the mask
+        # (torch.rand draws a few among the 33 M masked pixels at 2n = 4096) moves that mean by ~1e-4
+        assert torch.allclose(aw[-1][:rows_timed], ref_w[:rows_timed], atol=1e-3)
         if full:
             assert math.isclose(_loss_with_weights(z, aw[-1]), ours_val, rel_tol=1e-4)
             as_written_s = aw_s
@@ -408,7 +410,8 @@ def main() -> None:
         f"Ours: `DynamicContrastCorrelationLoss(z, x)`. Medians of {args.repeats} timings after one warm-up; "
         f"slow baselines at 2n >= 512: {args.slow_repeats} timing(s) ({args.slow_repeats_e2e} for the hoisted loop "
         "at 2n > 512), no warm-up. Every baseline gives our loss value (rel. 1e-4) or, where extrapolated, our "
-        "weights on the rows it computed.",
+        "weights (to 1e-3: the authors' code averages the non-zero products image x prior, so an image pixel of "
+        "exactly 0 inside the mask is left out) on the rows it computed.",
         "",
         "| 2n | ours (s) | published code as written (s) | **vs published as written** | published loop, means "
         "hoisted (s) | vs hoisted | best plain loop (s) | vs row loop |",

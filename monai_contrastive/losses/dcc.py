@@ -55,12 +55,13 @@ def attention_mean_intensity(
             f"attention_mean_intensity: image (N, C, H, W) and attention (N, 1, H, W) of the same views expected, got "
             f"{tuple(image.shape)} and {tuple(attention.shape)}."
         )
-    region = attention > threshold
-    # torch.where instead of a float mask product: one pass, no (N, C, H, W) float temporary besides the result
-    total = torch.where(region, image, torch.zeros((), dtype=image.dtype, device=image.device)).flatten(1).sum(1)
-    count = (
-        region.flatten(1).sum(1).to(image.dtype) * image.shape[1]
-    )  # |phi| counts pixels x channels (eq. 1 sums over c)
+    if not image.is_floating_point():
+        image = image.float()
+    # one batched product per view (the region as 0/1 of the image's dtype): sums over pixels and channels without a
+    # masked copy of the image; a bool reduction would go through int64 and be several times slower
+    region = (attention > threshold).to(image.dtype).flatten(1)  # (N, HW)
+    total = torch.bmm(image.flatten(2), region.unsqueeze(2)).sum((1, 2))  # (N, C, HW) @ (N, HW, 1)
+    count = region.sum(1) * image.shape[1]  # |phi| counts pixels x channels (eq. 1 sums over c)
     valid = count > 0
     return torch.where(valid, total / count.clamp(min=1), torch.zeros_like(total)), valid
 
