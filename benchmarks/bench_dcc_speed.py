@@ -372,6 +372,7 @@ def main() -> None:
     ap.add_argument("--matrix", type=int, default=64)
     ap.add_argument("--pipe-repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--note", action="append", default=[], help="a line for the report (e.g. how other jobs were held)")
     ap.add_argument("--work-dir", default=os.path.join(tempfile.gettempdir(), "monai_contrastive_bench_dcc_speed"))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "dcc_speed.md"))
     args = ap.parse_args()
@@ -396,6 +397,7 @@ def main() -> None:
         f"{load1:.1f} at the end (2 cores), so absolute times are inflated; ratios compare runs under the same load",
         f"- versions: Python {platform.python_version()}, torch {torch.__version__}, monai {monai.__version__}",
         f"- command: `{command}`",
+        *[f"- note: {n}" for n in args.note],
         "",
         "## Weight matrix + DCC loss from the views' patches (eq. 1, 2, 4): the issue's comparison",
         "",

@@ -74,8 +74,7 @@ def contrast_correlation_weights(d: torch.Tensor, valid: torch.Tensor | None = N
     invalid ``d`` (empty attention region) has weight 1.
     """
     d = d.reshape(-1)
-    w = torch.cdist(d[:, None], d[:, None], p=1)  # |d_i - d_j| in one pass
-    w = w.neg_().add_(1.0).clamp_(0.0, 1.0)
+    w = (d[:, None] - d[None, :]).abs_().neg_().add_(1.0).clamp_(0.0, 1.0)  # one (N, N) allocation
     if valid is not None:
         invalid = ~valid.reshape(-1).to(torch.bool)
         if bool(invalid.any()):
@@ -227,9 +226,7 @@ class DynamicContrastCorrelationLoss(_Loss):
             log_den = torch.logsumexp(logits + w.clamp_(min=1e-12).log_(), dim=1)
         else:
             log_den = torch.logsumexp(logits, dim=1)
-        pos = ids[:, None] == ids[None, :]
-        pos.fill_diagonal_(False)
-        rows, cols = pos.nonzero(as_tuple=True)
+        rows, cols = _positive_pairs(ids)
         n_pos = torch.bincount(rows, minlength=n)
         has_pos = n_pos > 0
         pos_sum = torch.zeros(n, dtype=logits.dtype, device=z.device).index_add_(0, rows, logits[rows, cols])
@@ -242,6 +239,18 @@ class DynamicContrastCorrelationLoss(_Loss):
         if self.reduction == "sum":
             return per_anchor.sum()
         return per_anchor.sum() / has_pos.sum().clamp(min=1)
+
+
+def _positive_pairs(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows, cols)`` of every ordered pair ``k != j`` with ``ids[k] == ids[j]``. Two views per sample (the usual
+    batch) in O(n log n) from a sort; otherwise from the (n, n) comparison."""
+    _, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
+    if bool((counts == 2).all()):
+        pairs = torch.argsort(inverse, stable=True).view(-1, 2)  # the two rows of each sample
+        return torch.cat([pairs[:, 0], pairs[:, 1]]), torch.cat([pairs[:, 1], pairs[:, 0]])
+    pos = ids[:, None] == ids[None, :]
+    pos.fill_diagonal_(False)
+    return pos.nonzero(as_tuple=True)
 
 
 def dcc_pretraining_loss(

@@ -130,6 +130,26 @@ def test_sample_id_defines_positive_and_order_is_free():
     assert float(loss_fn(z, x, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))) != pytest.approx(float(a), rel=1e-6)
 
 
+def test_groups_other_than_pairs_match_loop():
+    """Three views of one sample and a view without its partner (the general path, not the two-view sort): each
+    anchor's term averages the log-ratio over its positives; an anchor without a positive contributes nothing."""
+    z, x = _views(n=4, seed=7)
+    ids = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3])
+    t = 0.07
+    w = _loop_weights(_loop_d(x))
+    terms = []
+    for k in range(8):
+        positives = [j for j in range(8) if j != k and ids[j] == ids[k]]
+        if not positives:
+            continue
+        den = sum(math.exp(float(z[k] @ z[j]) * w[k][j] / t) for j in range(8) if j != k)
+        terms.append(sum(math.log(den) - float(z[k] @ z[p]) * w[k][p] / t for p in positives) / len(positives))
+    loss = DynamicContrastCorrelationLoss(temperature=t, gather_distributed=False)(z, x, ids)
+    assert float(loss) == pytest.approx(sum(terms) / len(terms), rel=1e-10)
+    per_anchor = DynamicContrastCorrelationLoss(temperature=t, gather_distributed=False, reduction="none")(z, x, ids)
+    assert float(per_anchor[5]) == 0.0 and bool((per_anchor[[0, 1, 2, 3, 4, 6, 7]] != 0).all())
+
+
 def test_unit_weights_equal_ntxent_of_pytorch_metric_learning():
     from pytorch_metric_learning.losses import NTXentLoss
 
