@@ -174,6 +174,7 @@ def finetune(args, seed: int, arm: str, coarse_run: dict, pre: dict | None) -> d
     with open(os.path.join(out_dir, "seg_metrics.json")) as f:
         report = json.load(f)
     return {
+        **_validation(tune["ckpt_dir"]),
         "seed": seed,
         "arm": arm,
         "pretraining": None if pre is None else {k: pre[k] for k in ("method", "seed", "wall_s")},
@@ -187,6 +188,32 @@ def finetune(args, seed: int, arm: str, coarse_run: dict, pre: dict | None) -> d
         "torch_threads": torch.get_num_threads(),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
+
+
+def _validation(ckpt_dir: str) -> dict:
+    """The fine-tuning's selection record: the epoch of the best validation patch Dice and that Dice."""
+    try:
+        with open(os.path.join(ckpt_dir, "val_metrics.json")) as f:
+            best = json.load(f).get("best_checkpoint", {})
+    except OSError:
+        return {}
+    return {"best_epoch": best.get("epoch"), "best_val_patch_dice": best.get("val_patch_dice")}
+
+
+def backfill(runs: dict, work_dirs: list[str]) -> int:
+    """Add the selection record to fine-tuning records written before it was recorded, from the runs' files under
+    ``work_dirs`` (``<work>/seed<s>/models/<arm>/val_metrics.json``); returns how many were filled."""
+    filled = 0
+    for rec in runs["finetuning"].values():
+        if rec.get("best_epoch") is not None:
+            continue
+        for work in work_dirs:
+            found = _validation(os.path.join(work, f"seed{rec['seed']}", "models", rec["arm"]))
+            if found.get("best_epoch") is not None:
+                rec.update(found, selection_backfilled=True)
+                filled += 1
+                break
+    return filled
 
 
 def _save(path: str, runs: dict) -> None:
@@ -253,9 +280,9 @@ def write_report(runs: dict, command: str) -> str:
     lines = [
         "# DCC-CL quality on the synthetic multi-phase CT: no pretraining vs SimCLR vs DCC, paired seeds",
         "",
-        "The demo's settings (`demo.json` + the stage overrides of `commands.json`: ResNet-18 encoder, 48-pixel organ "
-        f"patches; coarse 3D U-Net {co_ov.get('epochs')} epochs; pretraining {pre_ov.get('epochs')} epochs; "
-        f"DeepLabV3+ fine-tuning {ov.get('epochs')} epochs at lr {ov.get('learning_rate')}) on the demo datalist "
+        "Demo sizes (`demo.json`: ResNet-18 encoder, 48-pixel organ patches) with the stage settings these runs "
+        f"recorded: coarse 3D U-Net {co_ov.get('epochs')} epochs; pretraining {pre_ov.get('epochs')} epochs; "
+        f"DeepLabV3+ fine-tuning {ov.get('epochs')} epochs at lr {ov.get('learning_rate')}; on the demo datalist "
         "(24 labelled training volumes, 8 unlabelled, 4 validation, 8 test; four phases). Per seed s: the coarse "
         "network trained with seed s, every pretraining run once with seed s on that coarse network's patches, every "
         "arm fine-tuned with seed s, so the arms of a seed differ only in the encoder's initialisation. Test: the "
@@ -276,8 +303,8 @@ def write_report(runs: dict, command: str) -> str:
         "## Test mean Dice over all phases",
         "",
         "| init | seeds | test mean Dice | test mean NSD | Δ Dice vs none (paired, mean ± std) | Wilcoxon p (vs "
-        "none) | fine-tune + eval wall / run (min) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "none) | best epoch (of the last) | fine-tune + eval wall / run (min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = {s: r["dice"] for s, r in by_arm.get("none", {}).items()}
     reading = []
@@ -294,16 +321,19 @@ def write_report(runs: dict, command: str) -> str:
                 reading.append(
                     paired_reading(ARM_LABELS[arm], "no pretraining", ps, "test mean Dice", ".3f", "lower", "higher")
                 )
+        best = [r["best_epoch"] for r in per.values() if r.get("best_epoch") is not None]
+        last = sorted({r["overrides"].get("epochs") for r in per.values()})
+        best_txt = f"{_fmt(best, 1)} ({'/'.join(str(e) for e in last)})" if best else "n/a"
         lines.append(
             f"| {ARM_LABELS[arm]} | {len(per)} | {_fmt([r['dice'] for r in per.values()])} | "
-            f"{_fmt([r['nsd'] for r in per.values()])} | {delta} | {p} | "
+            f"{_fmt([r['nsd'] for r in per.values()])} | {delta} | {p} | {best_txt} | "
             f"{_fmt([r['wall_s'] / 60 for r in per.values()], 1)} |"
         )
     if coarse_runs:
         cs = [coarse_runs[s] for s in seeds if s in coarse_runs]
         lines.append(
             f"| *coarse stage alone (the attention maps every arm starts from)* | {len(cs)} | "
-            f"{_fmt([r['dice'] for r in cs])} | {_fmt([r['nsd'] for r in cs])} | | | "
+            f"{_fmt([r['dice'] for r in cs])} | {_fmt([r['nsd'] for r in cs])} | | | | "
             f"{_fmt([r['wall_s'] / 60 for r in cs], 1)} |"
         )
     if "simclr" in by_arm and "dcc" in by_arm:
@@ -372,6 +402,9 @@ def main() -> None:
     ap.add_argument("--runs-json", default=os.path.join(HERE, "results", "dcc_quality_runs.json"))
     ap.add_argument("--merge", nargs="*", default=[], help="runs files to merge into --runs-json first")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument(
+        "--backfill-from", nargs="*", default=[], help="work dirs whose val_metrics.json fill older runs' best epoch"
+    )
     ap.add_argument("--note", action="append", default=[], help="a line for the report (kept in the runs file)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "dcc_quality.md"))
     args = ap.parse_args()
@@ -399,6 +432,8 @@ def main() -> None:
     runs["meta"]["notes"] = runs["meta"].get("notes", []) + [
         n for n in args.note if n not in runs["meta"].get("notes", [])
     ]
+    if args.backfill_from:
+        print(f"best epoch backfilled for {backfill(runs, args.backfill_from)} run(s)")
     if not args.report_only:
         runs["meta"].update(
             commit=_commit(), date=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC", load_at_start=machine_load()
