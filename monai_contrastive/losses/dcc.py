@@ -57,11 +57,14 @@ def attention_mean_intensity(
         )
     if not image.is_floating_point():
         image = image.float()
-    # one batched product per view (the region as 0/1 of the image's dtype): sums over pixels and channels without a
-    # masked copy of the image; a bool reduction would go through int64 and be several times slower
+    # the region as 0/1 of the image's dtype (a bool reduction would go through int64 and be several times slower);
+    # one image channel: multiplied into that buffer in place, else one batched product per view
     region = (attention > threshold).to(image.dtype).flatten(1)  # (N, HW)
-    total = torch.bmm(image.flatten(2), region.unsqueeze(2)).sum((1, 2))  # (N, C, HW) @ (N, HW, 1)
     count = region.sum(1) * image.shape[1]  # |phi| counts pixels x channels (eq. 1 sums over c)
+    if image.shape[1] == 1:
+        total = region.mul_(image.flatten(1)).sum(1)
+    else:
+        total = torch.bmm(image.flatten(2), region.unsqueeze(2)).sum((1, 2))  # (N, C, HW) @ (N, HW, 1)
     valid = count > 0
     return torch.where(valid, total / count.clamp(min=1), torch.zeros_like(total)), valid
 

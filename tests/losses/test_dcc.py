@@ -81,6 +81,22 @@ def test_intensity_and_weights_match_loops():
     assert torch.allclose(w, torch.tensor(_loop_weights(ref), dtype=w.dtype), atol=1e-12)
 
 
+def test_intensity_over_several_image_channels_matches_loop():
+    """eq. 1 sums over the channels too: |phi| counts pixels x channels (the batched-product path)."""
+    g = torch.Generator().manual_seed(4)
+    image = torch.rand(3, 2, 6, 6, generator=g, dtype=torch.float64)
+    attention = (torch.rand(3, 1, 6, 6, generator=g) > 0.5).double()
+    attention[1] = 0.0
+    d, valid = attention_mean_intensity(image, attention)
+    for i in range(3):
+        m = attention[i, 0] > 0.5
+        if not bool(m.any()):
+            assert not bool(valid[i]) and float(d[i]) == 0.0
+            continue
+        vals = [float(image[i, c, r, q]) for c in range(2) for r in range(6) for q in range(6) if m[r, q]]
+        assert bool(valid[i]) and float(d[i]) == pytest.approx(sum(vals) / len(vals), abs=1e-12)
+
+
 def test_empty_attention_map_gives_unit_weights():
     _, x = _views(n=3)
     x[2, 1] = 0.0  # view 2 lost its organ (cropped out)
