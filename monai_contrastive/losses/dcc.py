@@ -59,7 +59,9 @@ def attention_mean_intensity(
         image = image.float()
     # the region as 0/1 of the image's dtype (a bool reduction would go through int64 and be several times slower);
     # one image channel: multiplied into that buffer in place, else one batched product per view
-    region = (attention > threshold).to(image.dtype).flatten(1)  # (N, HW)
+    region = torch.empty(attention.shape, dtype=image.dtype, device=image.device)
+    torch.gt(attention, threshold, out=region)  # compared straight into 0/1 floats: one pass, no bool temporary
+    region = region.flatten(1)  # (N, HW)
     count = region.sum(1) * image.shape[1]  # |phi| counts pixels x channels (eq. 1 sums over c)
     if image.shape[1] == 1:
         total = region.mul_(image.flatten(1)).sum(1)
