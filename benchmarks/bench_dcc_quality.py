@@ -263,6 +263,35 @@ def _fmt(values: list[float], digits: int = 3) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def summary(runs: dict) -> dict:
+    """Per arm: test mean Dice mean / std over seeds and the paired comparison with ``none`` (and DCC with SimCLR);
+    what the READMEs quote (``update_docs.py`` reads it from the runs file)."""
+    tune = list(runs["finetuning"].values())
+    out = {"arms": {}, "paired": {}}
+    by_arm = {a: {r["seed"]: r["dice"] for r in tune if r["arm"] == a} for a in ARM_LABELS}
+    for arm, per in by_arm.items():
+        if per:
+            m, sd = mean_std(list(per.values()))
+            out["arms"][arm] = {"seeds": len(per), "dice_mean": m, "dice_std": sd}
+    pairs = [("none", a) for a in by_arm if a != "none"] + [("simclr", "dcc")]
+    for base, other in pairs:
+        if by_arm.get(base) and by_arm.get(other):
+            ps = paired_summary(by_arm[base], by_arm[other])
+            if ps["n"]:
+                out["paired"][f"{other}_vs_{base}"] = {
+                    "n": ps["n"],
+                    "mean": ps["mean"],
+                    "std": ps["std"],
+                    "higher_in": ps["n"] - ps["lower_in"] - sum(d == 0 for d in ps["diffs"]),
+                    "wilcoxon_p": ps.get("wilcoxon_p"),
+                }
+    coarse = [r["dice"] for r in runs["coarse"].values()]
+    if coarse:
+        m, sd = mean_std(coarse)
+        out["coarse"] = {"seeds": len(coarse), "dice_mean": m, "dice_std": sd}
+    return out
+
+
 def write_report(runs: dict, command: str) -> str:
     import monai
     import torch
@@ -442,6 +471,8 @@ def main() -> None:
         run_all(args, runs)
     _save(args.runs_json, runs)
     if runs["finetuning"]:
+        runs["summary"] = summary(runs)
+        _save(args.runs_json, runs)
         text = write_report(runs, "; ".join(runs["meta"].get("commands", [command])))
         with open(args.out, "w") as f:
             f.write(text)
