@@ -292,7 +292,7 @@ def summary(runs: dict) -> dict:
     return out
 
 
-def write_report(runs: dict, command: str) -> str:
+def write_report(runs: dict, command: str, runs_name: str = "dcc_quality_runs.json") -> str:
     import monai
     import torch
 
@@ -326,7 +326,7 @@ def write_report(runs: dict, command: str) -> str:
         "times are indicative only",
         f"- versions: Python {platform.python_version()}, torch {torch.__version__}, monai {monai.__version__}",
         f"- command: `{command}`",
-        "- every run: `dcc_quality_runs.json`",
+        f"- every run: `{runs_name}`",
         *[f"- note: {n}" for n in meta.get("notes", [])],
         "",
         "## Test mean Dice over all phases",
@@ -473,7 +473,7 @@ def main() -> None:
     if runs["finetuning"]:
         runs["summary"] = summary(runs)
         _save(args.runs_json, runs)
-        text = write_report(runs, "; ".join(runs["meta"].get("commands", [command])))
+        text = write_report(runs, "; ".join(runs["meta"].get("commands", [command])), os.path.basename(args.runs_json))
         with open(args.out, "w") as f:
             f.write(text)
         print(text)
