@@ -178,24 +178,23 @@ def bench_loss(args) -> list[dict]:
         z, x = _views(two_n, args.patch)
         ids = torch.arange(two_n) % (two_n // 2)
         slow = two_n > 512
-        pub_repeats, pub_warmup = (args.slow_repeats, 0) if slow else (args.repeats, 1)
+        # every implementation: one warm-up, then repeats (fewer for the Python double loops at 2n > 512)
+        pub_repeats, pub_warmup = (args.slow_repeats if slow else args.repeats), 1
         # the O(n^2) part: weight matrix + loss from the per-view means
         means = _view_means_loop(x)
         d, valid = _means_vectorised(x)
         ours_val = float(loss_fn.from_intensities(z, d, valid, ids))
         ours_w, ours_w_all = _time(lambda: loss_fn.from_intensities(z, d, valid, ids), args.repeats)
-        loop_w, loop_w_all = _time(lambda: row_loop_from_means(z, d, valid), pub_repeats, pub_warmup)
+        loop_w, loop_w_all = _time(lambda: row_loop_from_means(z, d, valid), args.repeats)
         pub_vals = []
         pub_w, pub_w_all = _time(lambda: pub_vals.append(published_from_means(z, means)), pub_repeats, pub_warmup)
         assert math.isclose(ours_val, pub_vals[-1], rel_tol=1e-4), (ours_val, pub_vals[-1])
         assert math.isclose(row_loop_from_means(z, d, valid), ours_val, rel_tol=1e-4)
         # end to end from the views' image and attention channels (eq. 1 included)
         ours_e, ours_e_all = _time(lambda: loss_fn(z, x, ids), args.repeats)
-        loop_e, loop_e_all = _time(lambda: row_loop(z, x), pub_repeats, pub_warmup)
+        loop_e, loop_e_all = _time(lambda: row_loop(z, x), args.repeats)
         pub_e_vals = []
-        pub_e, pub_e_all = _time(
-            lambda: pub_e_vals.append(published(z, x)), args.slow_repeats_e2e if slow else pub_repeats, pub_warmup
-        )
+        pub_e, pub_e_all = _time(lambda: pub_e_vals.append(published(z, x)), pub_repeats, pub_warmup)
         assert math.isclose(float(loss_fn(z, x, ids)), pub_e_vals[-1], rel_tol=1e-4)
         # the published code as written: the per-pair loop recomputing both means from the patches
         full = two_n <= args.as_written_full
@@ -204,7 +203,7 @@ def bench_loss(args) -> list[dict]:
         aw_s, aw_all = _time(
             lambda: aw.append(published_as_written_weights(x, None if full else rows_timed)),
             args.repeats if two_n <= 64 else args.slow_repeats,
-            1 if two_n <= 64 else 0,
+            1,
         )
         ref_w = contrast_correlation_weights(*_means_vectorised(x))
         # the authors' code counts the non-zero products image * prior: an image pixel of exactly 0 inside the mask
@@ -237,7 +236,7 @@ def bench_loss(args) -> list[dict]:
                     "ours_s": ours_e,
                     "row_loop_s": loop_e,
                     "published_s": pub_e,
-                    "published_repeats": args.slow_repeats_e2e if slow else pub_repeats,
+                    "published_repeats": pub_repeats,
                     "published_warmup": pub_warmup,
                     "spread": {
                         "ours": [min(ours_e_all), max(ours_e_all)],
@@ -366,8 +365,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 512, 4096])
     ap.add_argument("--patch", type=int, default=128, help="patch size of the loss inputs")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--slow-repeats", type=int, default=2, help="repeats of the double loop at 2n > 512")
-    ap.add_argument("--slow-repeats-e2e", type=int, default=1, help="end-to-end repeats of it at 2n > 512")
+    ap.add_argument("--slow-repeats", type=int, default=3, help="repeats of the Python double loops at large 2n")
     ap.add_argument("--as-written-full", type=int, default=512, help="largest 2n timed whole as written")
     ap.add_argument("--as-written-rows", type=int, default=16, help="anchor rows timed as written above that")
     ap.add_argument("--volumes", type=int, default=6)
@@ -412,9 +410,9 @@ def main() -> None:
         "same double loop over pairs with each view's mean computed once (a faster version of the published "
         "approach than the authors'). **Best plain loop**: eq. 1 by the same vectorised function as ours, then one "
         "vectorised row per anchor. "
-        f"Ours: `DynamicContrastCorrelationLoss(z, x)`. Medians of {args.repeats} timings after one warm-up; "
-        f"slow baselines at 2n >= 512: {args.slow_repeats} timing(s) ({args.slow_repeats_e2e} for the hoisted loop "
-        "at 2n > 512), no warm-up. Every baseline gives our loss value (rel. 1e-4) or, where extrapolated, our "
+        f"Ours: `DynamicContrastCorrelationLoss(z, x)`. Every implementation: one warm-up, then the median of "
+        f"{args.repeats} timings ({args.slow_repeats} for the authors' loop at 2n >= 512 and the hoisted loop at "
+        "2n > 512). Every baseline gives our loss value (rel. 1e-4) or, where extrapolated, our "
         "weights (to 1e-3: the authors' code averages the non-zero products image x prior, so an image pixel of "
         "exactly 0 inside the mask is left out) on the rows it computed.",
         "",
@@ -438,9 +436,8 @@ def main() -> None:
         "",
         "## The pairwise part alone: weight matrix + loss from the per-view means (eq. 2, 4)",
         "",
-        f"The views' eq. 1 means given. Median of {args.repeats} timings after one warm-up; the double loop and the "
-        f"row loop at 2n > 512: {args.slow_repeats} timing(s), no warm-up. All three give the same loss value (rel. "
-        "1e-4).",
+        f"The views' eq. 1 means given. One warm-up, then the median of {args.repeats} timings ({args.slow_repeats} "
+        "for the double loop at 2n > 512). All three give the same loss value (rel. 1e-4).",
         "",
         "| 2n | ours (s) | best plain loop, one row per anchor (s) | Python double loop over the means (s) | "
         "vs double loop | vs row loop |",
