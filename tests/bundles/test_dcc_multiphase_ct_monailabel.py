@@ -1,6 +1,6 @@
-"""The DCC-CL bundle in a real MONAI Label server (the plugin's app: the label map's organs come from the metadata's
-``label_map_def``, the network being a per-organ-patch DeepLabV3+): /info, /infer, /train (runs with CI=true, when
-the MONAI Label virtualenv may be built; see :mod:`tests.monailabel_harness`)."""
+"""The exported DCC-CL bundle, unmodified, in a real MONAI Label server (the plugin's app: the label map's organs come
+from the metadata's ``label_map_def``, the network being a per-organ-patch DeepLabV3+): /info, /infer, /train (runs
+with CI=true, when the MONAI Label virtualenv may be built; see :mod:`tests.monailabel_harness`)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,13 @@ SIZES = {k: TINY[k] for k in ("coarse_size", "coarse_channels", "encoder_name", 
 
 @pytest.fixture(scope="module")
 def trained(ml_python, tmp_path_factory):
-    """``(bundle, demo data)``: the coarse stage, then the fine stage from random init (``init none``), trained briefly
-    on tiny synthetic CT and shipped as a zoo bundle is: ``models/model.pt`` and ``models/coarse.pt`` only (no
-    checkpoint_last.pt, cache or demo data), the configs set to the sizes they were trained with."""
+    """``(exported bundle, demo data, source bundle)``: the coarse stage, then the fine stage from random init
+    (``init none``), trained briefly on tiny synthetic CT; the source's configs set to the sizes they were trained with
+    (as a user would set them, ``init`` left at its default ``dcc``); then ``monai-contrastive export``: the zoo bundle
+    MONAI Label serves, with ``models/model.pt`` and ``models/coarse.pt``, and ``init`` ``none`` in its ``train.json``
+    (``checkpoints.export_overrides``: it ships no pretraining)."""
+    from monai_contrastive import cli
+
     root = tmp_path_factory.mktemp("ml")
     bundle = root / NAME
     shutil.copytree(BUNDLE, bundle, ignore=shutil.ignore_patterns("models", "eval", "runs", "demo_data", "cache"))
@@ -40,28 +44,20 @@ def trained(ml_python, tmp_path_factory):
     wf = _workflow(str(bundle), ["train.json"], **TINY, **FINE, init="none", epochs=2, learning_rate=0.001)
     wf.run()
     wf.finalize()
-    models = bundle / "models"
-    for path in models.iterdir():
-        if path.is_dir():  # train_run/, coarse_run/: the resumable checkpoint_last.pt
-            shutil.rmtree(path)
-        elif path.name not in ("model.pt", "coarse.pt"):
-            path.unlink()
-    for sub in ("cache", "runs", "eval"):
-        shutil.rmtree(bundle / sub, ignore_errors=True)
     demo = root / "demo_data"
     shutil.move(str(bundle / "demo_data"), str(demo))
-    path = bundle / "configs" / "inference.json"
-    config = json.loads(path.read_text())
-    config.update(SIZES)
-    path.write_text(json.dumps(config, indent=4))
-    # MONAI Label's /train starts from the served models/model.pt ("pretrained": true); a shipped bundle has no
-    # models/pretrained_dcc.pt for the default init
-    path = bundle / "configs" / "train.json"
-    config = json.loads(path.read_text())
-    config.update(SIZES, **FINE, init="none", num_workers=0)
-    path.write_text(json.dumps(config, indent=4))
-    assert sorted(p.name for p in models.iterdir()) == ["coarse.pt", "model.pt"]
-    return bundle, demo
+    for name, extra in (("inference.json", {}), ("train.json", {**FINE, "num_workers": 0})):
+        path = bundle / "configs" / name
+        config = json.loads(path.read_text())
+        config.update(SIZES, **extra)
+        path.write_text(json.dumps(config, indent=4))
+    assert json.loads((bundle / "configs" / "train.json").read_text())["init"] == "dcc"
+    cli.main(["export", str(bundle), "--out", str(root / "zoo")])
+    served = root / "zoo" / NAME
+    assert json.loads((served / "configs" / "train.json").read_text())["init"] == "none"
+    shipped = {p.name for p in (served / "models").iterdir()}
+    assert {"coarse.pt", "model.pt"} <= shipped and not any(n.startswith("pretrained") for n in shipped), shipped
+    return served, demo, bundle
 
 
 def _sha256(path: Path) -> str:
@@ -70,17 +66,17 @@ def _sha256(path: Path) -> str:
 
 @pytest.mark.monailabel
 def test_monailabel_info_infer_train(trained, ml_python, tmp_path):
-    bundle, demo = trained
+    bundle, demo, source = trained
     studies = tmp_path / "studies"
     ids = copy_studies(demo, studies)
 
-    # the bundle's own inference.json on the first study, for comparison
+    # the source bundle's own inference.json (the plugin's code) on the first study, for comparison
     single = tmp_path / "single"
     single.mkdir()
     shutil.copy(studies / f"{ids[0]}.nii.gz", single)
     own_dir = tmp_path / "own"
     settings = {"demo_dir": str(demo), "demo_kwargs": TINY["demo_kwargs"], "amp": False, "device": "cpu"}
-    wf = _workflow(str(bundle), ["inference.json"], "infer", **settings, input_dir=str(single), output_dir=str(own_dir))
+    wf = _workflow(str(source), ["inference.json"], "infer", **settings, input_dir=str(single), output_dir=str(own_dir))
     wf.run()
     wf.finalize()
     own = np.asarray(nib.load(str(own_dir / f"{ids[0]}_seg.nii.gz")).dataobj).astype(int)
