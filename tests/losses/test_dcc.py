@@ -166,6 +166,15 @@ def test_groups_other_than_pairs_match_loop():
     assert float(per_anchor[5]) == 0.0 and bool((per_anchor[[0, 1, 2, 3, 4, 6, 7]] != 0).all())
 
 
+@pytest.mark.parametrize("weighting", ["eq4", "denominator", "none"])
+def test_gradient_of_the_in_place_computation_matches_finite_differences(weighting):
+    """The logits are scaled and their diagonal filled in place: autograd's gradient must still be the true one."""
+    z, x = _views(n=3, d=5, seed=11)
+    z = z.clone().requires_grad_(True)
+    loss_fn = DynamicContrastCorrelationLoss(temperature=0.3, weighting=weighting, gather_distributed=False)
+    assert torch.autograd.gradcheck(lambda e: loss_fn(e, x), (z,), eps=1e-6, atol=1e-6)
+
+
 def test_unit_weights_equal_ntxent_of_pytorch_metric_learning():
     from pytorch_metric_learning.losses import NTXentLoss
 
